@@ -1,0 +1,131 @@
+"""Fixtures: every test that takes `app` runs once on SQLite and once on PostgreSQL, each
+with a database of its own (a temporary file, or a schema of its own)."""
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from urllib.parse import quote
+
+import psycopg
+import pytest
+import requests
+
+from userservice import create_app
+
+POSTGRES_URL = os.environ.get("USERSERVICE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+BACKENDS = ["sqlite", "postgres"]
+
+
+def postgres_connection():
+    """An admin connection; in CI a missing PostgreSQL fails the test instead of skipping it."""
+    try:
+        return psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        message = "PostgreSQL is not reachable at %s: %s" % (POSTGRES_URL, error)
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def postgres_url(request):
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""
+    schema = "test_" + uuid.uuid4().hex[:12]
+    with postgres_connection() as connection:
+        connection.execute('CREATE SCHEMA "%s"' % schema)
+
+    def drop():
+        with postgres_connection() as connection:
+            connection.execute('DROP SCHEMA "%s" CASCADE' % schema)
+
+    request.addfinalizer(drop)
+    return "%s?options=%s" % (POSTGRES_URL, quote("-c search_path=%s" % schema))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return "sqlite:///%s" % (tmp_path / "userservice.db")
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request):
+    return request.getfixturevalue("%s_url" % request.param)
+
+
+@pytest.fixture
+def app_config(database_url):
+    """What `app` is built from; tests may add to it before asking for `app`."""
+    return {"TESTING": True, "DATABASE_URL": database_url, "STREAM_POLL_INTERVAL": 0.01}
+
+
+@pytest.fixture
+def app(app_config):
+    app = create_app(app_config)
+    yield app
+    from userservice.db import database
+
+    database.close_all()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RunningServer:
+    """A real `userservice serve` process (gunicorn) on a free port."""
+
+    def __init__(self, database_url, workers=2, extra_env=None, args=()):
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        env = {**os.environ, "USERSERVICE_DATABASE_URL": database_url, **(extra_env or {})}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "userservice.cli", "serve", "--port", str(self.port),
+             "--workers", str(workers), *args],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.wait_until_healthy()
+
+    def wait_until_healthy(self, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("userservice serve exited:\n" + self.process.stdout.read())
+            try:
+                if requests.get(self.url + "/.well-known/health", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError("userservice serve did not become healthy in %ss" % timeout)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.stdout.read()
+
+
+@pytest.fixture
+def serve():
+    """Start real servers: `serve(database_url, workers=2, extra_env=None)`."""
+    servers = []
+
+    def start(database_url, **kwargs):
+        server = RunningServer(database_url, **kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

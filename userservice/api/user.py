@@ -1,0 +1,55 @@
+"""/user: the signed-in user of this device."""
+from flask import Blueprint, current_app
+
+from .. import schemas, store
+from . import json_body, json_text
+
+bp = Blueprint("user", __name__)
+
+
+def returned_user_profile(document):
+    """A ReturnedUserProfile: the profile under `user`, or no `user` when nobody is signed in."""
+    return json_text("{}" if document == "null" else '{"user":%s}' % document)
+
+
+@bp.get("/user")
+def snapshot():
+    return returned_user_profile(store.current_profile())
+
+
+@bp.post("/user/select")
+def select():
+    return json_text(store.select_user(json_body(schemas.auth0_user)))
+
+
+@bp.post("/user/clear")
+def clear():
+    store.clear_user()
+    return "", 204
+
+
+@bp.get("/user/refresh")
+def refresh():
+    return json_text(store.refresh_user())
+
+
+@bp.post("/user/update")
+def update():
+    return json_text(store.update_user(json_body(schemas.user_profile)))
+
+
+@bp.post("/user/beta/status")
+def beta_status():
+    return json_text(store.set_beta_status(json_body(schemas.user_beta_status)))
+
+
+@bp.get("/user/providers")
+def providers():
+    """The signed-in user with the provider identities known locally."""
+    return returned_user_profile(store.current_profile())
+
+
+@bp.post("/user/update/vanity")
+def update_vanity():
+    profile = json_body(schemas.vanity_request)
+    return json_text(store.update_vanity(profile, current_app.config["CLOUD_DOMAIN"]))
