@@ -39,8 +39,14 @@ def configure(app, test_config=None):
         STREAM_QUEUE_SIZE=64,
         STREAM_MAX_SUBSCRIBERS=5000,
         CHANGE_LOG_KEEP=10000,
+        ALLOWED_HOSTS=["localhost", "127.0.0.1", "[::1]"],
+        ALLOWED_ORIGINS=[],
+        API_KEY=None,
+        MAX_JSON_STRING=64 * 1024,
     )
     app.config.from_prefixed_env("USERSERVICE")
+    if "USERSERVICE_API_KEY" in os.environ:  # as written: not parsed as JSON like the rest
+        app.config["API_KEY"] = os.environ["USERSERVICE_API_KEY"]
     if test_config is not None:
         app.config.from_mapping(test_config)
     if not app.config["DATABASE_URL"]:
@@ -50,12 +56,14 @@ def configure(app, test_config=None):
 
 def init_app(app, url_prefix=None):
     """Wire the extensions and register the blueprints into any Flask app."""
-    from . import db, errors, stream
+    from . import db, errors, guards, openapi, stream
     from .api import stream as stream_api, user, users, wellknown
 
     db.init_app(app)
     stream.init_app(app)
     stream_api.init_app(app)
     errors.init_app(app)
-    for blueprint in (user.bp, users.bp, stream_api.bp, wellknown.bp):
+    blueprints = (user.bp, users.bp, stream_api.bp, wellknown.bp, openapi.bp)
+    guards.init_app(app, blueprints)
+    for blueprint in blueprints:
         app.register_blueprint(blueprint, url_prefix=url_prefix)

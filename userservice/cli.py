@@ -16,8 +16,9 @@ WORKER_CLASSES = ("gevent", "gthread")
 class Server(BaseApplication):
     """gunicorn, configured from the command line instead of a config file."""
 
-    def __init__(self, options):
+    def __init__(self, options, app_config=None):
         self.options = options
+        self.app_config = app_config
         super().__init__()
 
     def load_config(self):
@@ -25,7 +26,7 @@ class Server(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        return create_app()
+        return create_app(self.app_config)
 
 
 def end_streams_on_shutdown(worker):
@@ -34,11 +35,21 @@ def end_streams_on_shutdown(worker):
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum, frame):
-        worker.wsgi.extensions["userservice.feed"].hub.close()
+        worker.wsgi.extensions["userservice.feed"].stop()
+        worker.cfg.set("keepalive", 0)  # a connection whose stream ended closes, not idles
         if callable(previous):
             previous(signum, frame)
 
     signal.signal(signal.SIGTERM, on_term)
+
+
+def streams_per_worker(args, configured):
+    """gthread serves each stream with a thread of its pool (a WebSocket with one more of its
+    own): a quarter of the pool stays for ordinary requests, which would otherwise queue
+    behind streams and hang instead of the next stream getting 503."""
+    if args.worker_class != "gthread":
+        return configured
+    return max(1, min(configured, args.threads - max(2, args.threads // 4)))
 
 
 def gunicorn_options(args, max_streams):
@@ -68,7 +79,8 @@ def serve(args):
     print("userservice %s on http://%s:%d (%s, %d workers), database: %s" % (
         __version__, args.host, args.port, args.worker_class, args.workers,
         db.describe(config["DATABASE_URL"])), flush=True)
-    Server(gunicorn_options(args, config["STREAM_MAX_SUBSCRIBERS"])).run()
+    max_streams = streams_per_worker(args, config["STREAM_MAX_SUBSCRIBERS"])
+    Server(gunicorn_options(args, max_streams), {"STREAM_MAX_SUBSCRIBERS": max_streams}).run()
 
 
 def migrate(args):

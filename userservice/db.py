@@ -6,12 +6,23 @@ processes learn that the change log has grown.
 """
 import contextlib
 import fcntl
+import importlib
 import logging
 import os
+import sys
+import time
 
-from peewee import DatabaseProxy, SqliteDatabase
+from peewee import DatabaseProxy, InterfaceError, OperationalError, SqliteDatabase
 from playhouse import db_url
 from playhouse.migrations import Runner
+from playhouse.pool import MaxConnectionsExceeded
+
+from .errors import Problem, handle_unexpected, problem_response
+
+try:
+    import psycopg
+except ImportError:  # PostgreSQL is optional: the `postgres` extra
+    psycopg = None
 
 log = logging.getLogger(__name__)
 database = DatabaseProxy()
@@ -30,6 +41,11 @@ SQLITE_PRAGMAS = {
 }
 NOTIFY_CHANNEL = "userservice_changes"
 MIGRATION_LOCK_KEY = 0x75736572  # "user": the advisory lock key for migrations
+POOL_WAIT_SECONDS = 10  # a request waits this long for a free pooled connection, then 503
+CONNECT_TIMEOUT_SECONDS = 5  # PostgreSQL, unless the URL sets connect_timeout
+GEVENT_POOL_SIZE = 10  # greenlets only hold a connection while a query runs
+SAFETY_NET_POLL_SECONDS = 1.0  # PostgreSQL: read the log this often even without a NOTIFY
+RECONNECT_BACKOFF_SECONDS = (0.1, 5.0)  # the listener's first and longest wait between attempts
 
 
 def pooled_url(url):
@@ -42,14 +58,41 @@ def sqlite_path(url):
     return db_url.parse(url)["database"]
 
 
+def pool_size(worker_class, threads):
+    """Connections per process that let every concurrent request hold one: a gthread worker
+    runs `threads` requests at once; gevent greenlets only hold one while a query runs."""
+    return threads if worker_class == "gthread" else GEVENT_POOL_SIZE
+
+
 def connect(url, max_connections=64):
     """Open a pooled database for a playhouse.db_url URL."""
     url = pooled_url(url)
-    params = {"max_connections": max_connections, "stale_timeout": 300}
+    params = {"max_connections": max_connections, "stale_timeout": 300, "timeout": POOL_WAIT_SECONDS}
     if url.startswith("sqlite"):
         create_private_file(sqlite_path(url))
         params.update(pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+    else:
+        cooperate_with_gevent()
+        if "connect_timeout" not in url:
+            params["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     return db_url.connect(url, **params)
+
+
+def cooperate_with_gevent():
+    """Make psycopg wait for its socket through gevent when gevent has patched select.
+
+    psycopg picks its wait function once, when first imported, and the gunicorn master
+    imports it (through peewee) before a gevent worker patches select: every query, and the
+    listener's wait for NOTIFY, would then block the whole worker. Letting psycopg choose
+    again picks the function it would have picked had it been imported after the patch.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if psycopg is None or monkey is None or not monkey.is_module_patched("select"):
+        return
+    from psycopg import waiting
+
+    if waiting.wait is not waiting.wait_select:
+        importlib.reload(waiting)
 
 
 def create_private_file(path):
@@ -62,8 +105,38 @@ def init_app(app):
     if database.obj is not None:
         database.close_all()
     database.initialize(connect(app.config["DATABASE_URL"], app.config["DATABASE_MAX_CONNECTIONS"]))
+    for error_class in UNAVAILABLE_ERRORS:
+        app.register_error_handler(error_class, handle_database_error)
     if app.config["MIGRATE_ON_START"]:
         migrate()
+
+
+class Unavailable(Problem):
+    """The database cannot be reached: the client may retry, nothing was written."""
+
+    def __init__(self):
+        super().__init__(503, "The database is unreachable; try again shortly.",
+                         headers={"Retry-After": "2"})
+
+
+UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, MaxConnectionsExceeded) + (
+    (psycopg.OperationalError, psycopg.InterfaceError) if psycopg else ())
+
+
+def is_unavailable(error):
+    """Whether an error means the database is out of reach (or out of connections), rather
+    than a fault in a query. Peewee wraps the driver's error in `orig`."""
+    cause = getattr(error, "orig", error)
+    if isinstance(cause, MaxConnectionsExceeded):
+        return True
+    return psycopg is not None and isinstance(cause, (psycopg.OperationalError, psycopg.InterfaceError))
+
+
+def handle_database_error(error):
+    if not is_unavailable(error):
+        return handle_unexpected(error)
+    log.warning("database unavailable: %s", error)
+    return problem_response(Unavailable())
 
 
 def is_sqlite():
@@ -105,11 +178,96 @@ def change_waiter(wakeup, poll_interval):
     Local commits set `wakeup`. Other processes are noticed by polling on SQLite, and by
     LISTEN on PostgreSQL (where polling stays as the safety net for a lost notification).
     """
-    def wait():
-        wakeup.wait(poll_interval)
-        wakeup.clear()
+    if is_sqlite():
+        def wait():
+            wakeup.wait(poll_interval)
+            wakeup.clear()
 
-    yield wait
+        yield wait
+        return
+    listener = NotificationListener(listener_params(database.obj), wakeup, poll_interval)
+    try:
+        yield listener.wait
+    finally:
+        listener.close()
+
+
+def listener_params(pooled):
+    """The pool's own connection parameters (search_path options included), for a connection
+    of its own named after the pool's application_name, so operators can tell it apart."""
+    params = dict(pooled.connect_params)
+    name = params.get("application_name", "userservice")
+    params.update(application_name=name + "-listener", autocommit=True)
+    if pooled.database.startswith("postgresql://"):
+        params["conninfo"] = pooled.database
+    else:
+        params["dbname"] = pooled.database
+    return params
+
+
+class NotificationListener:
+    """A dedicated connection LISTENing for commits in any process.
+
+    `wait` returns on a notification, on the local `wakeup`, after the safety-net interval,
+    and once after every (re)connection, since notifications sent while it was away are
+    lost: the caller then reads the change log, which is the source of truth. While the
+    database is unreachable `wait` keeps trying, with backoff, and does not return.
+    """
+
+    def __init__(self, params, wakeup, poll_interval):
+        self.params = params
+        self.wakeup = wakeup
+        self.poll_interval = poll_interval
+        self.connection = None
+
+    def wait(self):
+        if self.connection is None:
+            self.connect_with_backoff()
+        else:
+            self.wait_for_notification()
+        self.wakeup.clear()
+
+    def wait_for_notification(self):
+        deadline = time.monotonic() + max(self.poll_interval, SAFETY_NET_POLL_SECONDS)
+        while not self.wakeup.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                if self.received(timeout=min(self.poll_interval, remaining)):
+                    return
+            except psycopg.Error as error:
+                log.warning("change listener lost its connection: %s", error)
+                self.close()
+                self.connect_with_backoff()
+                return
+
+    def received(self, timeout):
+        """Whether a notification arrived within timeout; drains any others already here."""
+        if not any(True for _ in self.connection.notifies(timeout=timeout, stop_after=1)):
+            return False
+        for _ in self.connection.notifies(timeout=0):
+            pass
+        return True
+
+    def connect_with_backoff(self):
+        delay, longest = RECONNECT_BACKOFF_SECONDS
+        while True:
+            try:
+                self.connection = psycopg.connect(**self.params)
+                self.connection.execute("LISTEN %s" % NOTIFY_CHANNEL)
+                return
+            except psycopg.Error as error:
+                self.close()
+                log.warning("change listener cannot reach the database, retrying in %.1fs: %s",
+                            delay, error)
+                time.sleep(delay)
+                delay = min(delay * 2, longest)
+
+    def close(self):
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
 
 
 @contextlib.contextmanager

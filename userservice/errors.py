@@ -1,7 +1,8 @@
 """Every error leaves as RFC 9457 application/problem+json, from one place."""
 import logging
+import traceback
 
-from flask import json, request
+from flask import current_app, g, json, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -66,13 +67,63 @@ def handle_validation_error(error):
     return problem_response(from_validation_error(error))
 
 
+SECRET_FIELDS = frozenset(("access_token", "refresh_token", "id_token", "api_key", "organization_key",
+                           "cloud_key", "stripe_customer_id", "x-api-key"))
+REDACTED = "[redacted]"
+
+
+def secrets_in(value):
+    """String values under secret-named keys, anywhere in parsed JSON."""
+    found, pending = set(), [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            found.update(v for k, v in item.items() if str(k).lower() in SECRET_FIELDS and isinstance(v, str) and v)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return found
+
+
+def request_secrets():
+    """Every secret this request carries or the server holds, longest first."""
+    found = {current_app.config.get("API_KEY") or "", request.headers.get("X-API-Key", ""),
+             request.args.get("api_key", "")}
+    found |= secrets_in(g.get("json_body"))
+    return sorted((str(secret) for secret in found if secret), key=len, reverse=True)
+
+
+def redact(text, secrets):
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
 def handle_unexpected(error):
-    """Log the failure server-side; the client learns nothing about the internals."""
-    log.error("unhandled error on %s %s", request.method, request.path, exc_info=error)
+    """Log the failure server-side, secrets blanked out; the client learns nothing about the
+    internals. Exception messages may quote values (a driver echoing a row, say), so the
+    traceback is formatted here and redacted before it reaches any handler."""
+    trace = "".join(traceback.format_exception(error))
+    log.error("unhandled error on %s %s\n%s", request.method, request.path,
+              redact(trace, request_secrets()))
     return problem_response(InternalServerError("The server failed to handle this request."))
 
 
+class HideQueryParameters(logging.Filter):
+    """Peewee logs each query with its parameters at DEBUG; those are profiles with tokens."""
+
+    def filter(self, record):
+        if isinstance(record.msg, tuple) and len(record.msg) == 2:
+            sql, params = record.msg
+            record.msg = (sql, "[%d parameters hidden]" % len(params or ()))
+        return True
+
+
+QUERY_FILTER = HideQueryParameters()
+
+
 def init_app(app):
+    logging.getLogger("peewee").addFilter(QUERY_FILTER)  # a no-op when already added
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(ValidationError, handle_validation_error)
     app.register_error_handler(Exception, handle_unexpected)

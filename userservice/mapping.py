@@ -2,6 +2,7 @@
 
 Pure functions on loaded (Python) data, so the rules are testable without a database.
 """
+import copy
 import uuid
 
 from .schemas import PROVIDER_TYPES
@@ -23,7 +24,7 @@ def timestamp(moment):
 def keep_device_settings(profile, existing):
     """A user already on this device keeps its aesthetics and allocation; a new one gets defaults."""
     if existing is None:
-        profile["aesthetics"] = DEFAULT_AESTHETICS
+        profile["aesthetics"] = copy.deepcopy(DEFAULT_AESTHETICS)
         return profile
     profile["aesthetics"] = existing["aesthetics"]
     if "allocation" in existing:

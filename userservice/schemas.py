@@ -23,7 +23,18 @@ PROVIDER_TYPES_ACCEPTED = PROVIDER_TYPES + (
 
 Str = functools.partial(fields.String, validate=validate.Length(max=MAX_STRING))
 Int = functools.partial(fields.Integer, strict=True)
-Bool = functools.partial(fields.Boolean, truthy={True}, falsy={False})
+
+
+class StrictBoolean(fields.Boolean):
+    """JSON true or false only: 1, 0 and "true" are errors, as in the 5.x SDK's strict mode."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+Bool = StrictBoolean
 DateTime = fields.DateTime
 
 

@@ -57,10 +57,17 @@ def record(state, kind, user_id, streamed):
     payload = current_document(state.current) if streamed else None
     Change.insert(seq=state.seq, at=naive_utc(utcnow()), kind=kind, user=user_id, state=payload).execute()
     State.update(seq=state.seq, current=state.current).where(State.id == 1).execute()
-    if state.seq % PRUNE_EVERY == 0:
-        Change.delete().where(Change.seq <= state.seq - current_app.config["CHANGE_LOG_KEEP"]).execute()
+    prune_log(state.seq, current_app.config["CHANGE_LOG_KEEP"])
     db.notify_change(state.seq)
     database.after_commit(lambda seq=state.seq: on_commit(seq))
+
+
+def prune_log(seq, keep):
+    """Keep the last `keep` changes (at least 1) for resume, pruning every PRUNE_EVERY
+    changes or every `keep` if fewer, so the log never holds much more than asked."""
+    keep = max(1, keep)
+    if seq % min(PRUNE_EVERY, keep) == 0:
+        Change.delete().where(Change.seq <= seq - keep).execute()
 
 
 def current_document(user_id):
@@ -246,24 +253,63 @@ def disconnect_user(user_id):
 
 
 # --- reads --------------------------------------------------------------------------------
+# The hot reads are precompiled SQL (Peewee's query building costs more than the query) and
+# are served from memory while the state row's seq is unchanged: every change, committed by
+# any process, advances that seq in its own transaction. Identifiers are quoted the way both
+# SQLite and PostgreSQL accept.
 
-_current = (None, "null")  # (seq, current profile JSON), valid while the state row's seq matches
+LAST_SEQ_SQL = 'SELECT "seq" FROM "state" WHERE "id" = 1'
+CURRENT_SQL = ('SELECT "users"."document" FROM "state" '
+               'JOIN "users" ON "users"."id" = "state"."current" WHERE "state"."id" = 1')
+USER_SQL = 'SELECT "document" FROM "users" WHERE "id" = %s'
+
+
+class ReadCache:
+    """Documents read at one seq of one database. A document read after the seq was may be
+    newer than the seq, never older, so nothing stale is ever served from here."""
+
+    def __init__(self, key):
+        self.key = key
+        self.current = None
+        self.users = {}
+
+
+_cache = ReadCache(None)
+
+
+def fetch_one(sql, params=()):
+    row = database.execute_sql(sql, params).fetchone()
+    return row[0] if row else None
+
+
+def read_cache():
+    """This process's cache for the database's present seq (a fresh one after any change)."""
+    global _cache
+    key = (database.obj, fetch_one(LAST_SEQ_SQL))
+    if _cache.key != key:
+        _cache = ReadCache(key)
+    return _cache
 
 
 def current_profile():
-    """The current user's profile JSON, or "null"; from memory unless anything committed since.
-
-    Reading the seq first means a change acknowledged to any writer, in any process, is
-    never followed by a stale answer here.
-    """
-    global _current
+    """The current user's profile JSON, or "null"."""
     with database.connection_context():
-        if _current[0] != last_seq():
-            seq, document = (State.select(State.seq, User.document)
-                             .join(User, JOIN.LEFT_OUTER, on=(State.current == User.id))
-                             .where(State.id == 1).tuples().get())
-            _current = (seq, document or "null")
-    return _current[1]
+        cache = read_cache()
+        if cache.current is None:
+            cache.current = fetch_one(CURRENT_SQL) or "null"
+        return cache.current
+
+
+def get_user(user_id):
+    with database.connection_context():
+        cache = read_cache()
+        document = cache.users.get(user_id)
+        if document is None:
+            document = fetch_one(USER_SQL % database.param, (user_id,))
+            if document is None:
+                raise Problem(404, "No user with id %r on this device." % user_id)
+            cache.users[user_id] = document
+        return document
 
 
 def list_users():
@@ -272,14 +318,9 @@ def list_users():
         return '{"iterable":[%s]}' % ",".join(document for (document,) in documents)
 
 
-def get_user(user_id):
-    with database.connection_context():
-        return get_row(user_id).document
-
-
 def last_seq():
     with database.connection_context():
-        return State.select(State.seq).where(State.id == 1).scalar()
+        return fetch_one(LAST_SEQ_SQL)
 
 
 def changes_after(seq, up_to):

@@ -2,67 +2,97 @@
 
 Both carry the same bytes: the current UserProfile as JSON, or `null` when nobody is signed in.
 """
-from flask import Blueprint, Response, current_app, request
+import socket
+
+from flask import Blueprint, Response, current_app, g, request
 from flask_sock import Sock
 
 from .. import store, stream
-from ..errors import Problem
 
 bp = Blueprint("stream", __name__)
 sock = Sock()
 
 SSE_RETRY_MS = 2000
-WS_POLL_SECONDS = 1.0  # how soon a handler notices its WebSocket has closed
+WS_POLL_SECONDS = 1.0  # how soon a handler notices that its WebSocket peer has gone
+GOING_AWAY = 1001  # the WebSocket close code for a server shutting down
 
 
 @bp.before_request
 def admit():
-    """Refuse a subscriber beyond the limit with 503 before any WebSocket handshake."""
-    if stream.feed().hub.count() >= current_app.config["STREAM_MAX_SUBSCRIBERS"]:
-        raise Problem(503, "This server holds as many streams as it may; try again shortly.",
-                      headers={"Retry-After": "5"})
+    """Subscribe before any WebSocket handshake, so a full or stopping server answers 503
+    with Retry-After instead of accepting a connection it cannot serve."""
+    # permessage-deflate costs ~90 KB per connection for frames of a few hundred bytes:
+    # without the offer, simple-websocket does not negotiate it.
+    request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+    g.subscription = stream.subscribe()
+
+
+@bp.teardown_request
+def release(_error):
+    """A subscription no handler took (the handshake failed) must not count against the limit."""
+    subscription = g.pop("subscription", None)
+    if subscription is not None:
+        stream.feed().hub.unsubscribe(subscription)
+
+
+def take_subscription():
+    return g.pop("subscription")
 
 
 @sock.route("/user/stream", bp=bp)
 def websocket_stream(ws):
-    hub, subscription = stream.feed().hub, stream.subscribe()
+    hub, subscription = stream.feed().hub, take_subscription()
     try:
         ws.send(subscription.state)
-        while ws.connected:
-            if subscription.lagging:
-                subscription = resubscribe(hub, subscription)
-                ws.send(subscription.state)
+        while True:
             event = subscription.next(WS_POLL_SECONDS)
             if event is stream.CLOSED:
-                break
-            if event is not None:
+                going_away(ws)
+                return
+            discard_client_messages(ws)
+            if subscription.lagging:
+                subscription = hub.resubscribe(subscription)
+                ws.send(subscription.state)
+            elif event is not None:
                 ws.send(event[1])
     finally:
         hub.unsubscribe(subscription)
 
 
-def resubscribe(hub, subscription):
-    """A subscriber that fell behind skips to the latest state instead of blocking others."""
-    hub.unsubscribe(subscription)
-    return hub.subscribe(current_app.config["STREAM_QUEUE_SIZE"])
+def going_away(ws):
+    """Close with 1001 and stop reading: the connection's reader thread would otherwise wait
+    for a reply that a gone client never sends, and keep a gthread worker from exiting."""
+    ws.close(reason=GOING_AWAY, message="The server is shutting down; connect again.")
+    ws.sock.shutdown(socket.SHUT_RD)
+
+
+def discard_client_messages(ws):
+    """Clients send nothing worth reading; dropping what they send keeps memory bounded.
+    Raises ConnectionClosed once the peer has gone (closed, or failed a ping)."""
+    while ws.receive(timeout=0) is not None:
+        pass
 
 
 @bp.get("/user/stream")
 def event_stream():
-    hub, subscription = stream.feed().hub, stream.subscribe()
+    hub, subscription = stream.feed().hub, take_subscription()
     heartbeat = current_app.config["STREAM_HEARTBEAT_INTERVAL"]
-    backlog = resume_backlog(subscription, request.headers.get("Last-Event-ID"))
+    try:
+        backlog = resume_backlog(subscription, request.headers.get("Last-Event-ID"))
+    except BaseException:
+        hub.unsubscribe(subscription)
+        raise
 
     def events():
         try:
             yield "retry: %d\n\n" % SSE_RETRY_MS
             for seq, state in backlog:
-                yield "id: %d\ndata: %s\n\n" % (seq, state)
-            while not subscription.lagging:
+                yield sse_event(seq, state)
+            while True:
                 event = subscription.next(heartbeat)
-                if event is stream.CLOSED:
-                    return
-                yield ": keep-alive\n\n" if event is None else "id: %d\ndata: %s\n\n" % event
+                if event is stream.CLOSED or subscription.lagging:
+                    return  # a lagging client reconnects with Last-Event-ID and misses nothing
+                yield ": keep-alive\n\n" if event is None else sse_event(*event)
         finally:
             hub.unsubscribe(subscription)
 
@@ -70,19 +100,27 @@ def event_stream():
     return Response(events(), mimetype="text/event-stream", headers=headers)
 
 
+def sse_event(seq, state):
+    return "id: %d\ndata: %s\n\n" % (seq, state)
+
+
 def resume_backlog(subscription, last_event_id):
     """What a client must see before going live: the changes it missed since its last id,
-    or the current state when it has no id or its id is older than the log still keeps."""
-    start = (subscription.seq, subscription.state)
+    or the current state when it has no usable id or its id is older than the log keeps."""
+    start = [(subscription.seq, subscription.state)]
     if last_event_id is None or not last_event_id.strip().isdigit():
-        return [start]
+        return start
     last = int(last_event_id)
-    if last >= subscription.seq:
+    if last == subscription.seq:
         return []
+    if last > subscription.seq:  # not an id this database gave out
+        return start
+    missed = store.changes_after(last, up_to=subscription.seq)
+    # Read after the changes: the log is pruned from its old end only (see stream.Listener).
     _seq, oldest, _state = store.log_position()
-    if oldest is None or last < oldest - 1:
-        return [start]
-    return store.changes_after(last, up_to=subscription.seq)
+    if oldest is None or oldest > last + 1:
+        return start
+    return missed
 
 
 def init_app(app):

@@ -1,0 +1,128 @@
+"""db.py: pooling, the change waiter on each backend, migrations from many processes, 503."""
+import os
+import subprocess
+import sys
+import threading
+from urllib.parse import unquote
+
+import pytest
+
+from userservice import db
+from conftest import postgres_connection
+
+WAIT_GUARD_SECONDS = 20  # far beyond any wake-up, far below the waits used to catch a miss
+
+
+@pytest.mark.parametrize("url, pooled", [
+    ("sqlite:///x.db", "sqlite+pool:///x.db"),
+    ("postgres://u@h/d", "postgresql+pool://u@h/d"),
+    ("postgresql://u@h/d", "postgresql+pool://u@h/d"),
+    ("postgresql+pool://u@h/d", "postgresql+pool://u@h/d"),
+])
+def test_pooled_url_always_names_a_pool(url, pooled):
+    assert db.pooled_url(url) == pooled
+
+
+@pytest.mark.parametrize("worker_class, threads, size", [
+    ("gthread", 32, 32), ("gthread", 4, 4), ("gevent", 32, db.GEVENT_POOL_SIZE)])
+def test_pool_size_follows_the_worker_class(worker_class, threads, size):
+    assert db.pool_size(worker_class, threads) == size
+
+
+def wait_in_thread(wait):
+    """Run one wait() in a thread; returns whether it returned within the guard."""
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    thread.join(WAIT_GUARD_SECONDS)
+    return not thread.is_alive()
+
+
+def test_change_waiter_returns_on_local_wakeup(app):
+    wakeup = threading.Event()
+    with db.change_waiter(wakeup, poll_interval=600) as wait:
+        wait()  # PostgreSQL: the first wait returns once LISTEN is in place
+        wakeup.set()
+        assert wait_in_thread(wait)
+        assert not wakeup.is_set()
+
+
+def notify(postgres_url):
+    with postgres_connection() as connection:
+        connection.execute("SELECT pg_notify(%s, '1')", (db.NOTIFY_CHANNEL,))
+
+
+def schema_of(postgres_url):
+    return unquote(postgres_url).rpartition("search_path=")[2]
+
+
+@pytest.fixture
+def postgres_app(postgres_url):
+    """An app whose connections are named after its schema, so that killing its listener
+    leaves other tests' listeners alone."""
+    from userservice import create_app
+
+    url = "%s&application_name=%s" % (postgres_url, schema_of(postgres_url))
+    app = create_app({"TESTING": True, "DATABASE_URL": url})
+    yield app
+    db.database.close_all()
+
+
+def test_change_waiter_wakes_on_notify_from_another_connection(postgres_app, postgres_url):
+    with db.change_waiter(threading.Event(), poll_interval=600) as wait:
+        wait()
+        notify(postgres_url)
+        assert wait_in_thread(wait)
+
+
+def listener_pids(application_name):
+    with postgres_connection() as connection:
+        return [pid for (pid,) in connection.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,))]
+
+
+def terminate(pids):
+    with postgres_connection() as connection:
+        for pid in pids:
+            connection.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def test_change_waiter_reconnects_after_its_connection_is_killed(postgres_app, postgres_url):
+    name = db.listener_params(db.database.obj)["application_name"]
+    with db.change_waiter(threading.Event(), poll_interval=600) as wait:
+        wait()
+        killed = listener_pids(name)
+        assert len(killed) == 1
+        terminate(killed)
+        assert wait_in_thread(wait)  # the lost connection: reconnects, then asks for a re-read
+        assert listener_pids(name) and listener_pids(name) != killed
+        notify(postgres_url)
+        assert wait_in_thread(wait)
+
+
+def test_listener_params_keep_the_pool_options_and_name_the_connection(postgres_app):
+    params = db.listener_params(db.database.obj)
+    assert params["options"].startswith("-c search_path=test_")
+    assert params["application_name"].endswith("-listener")
+    assert params["autocommit"] is True
+
+
+def test_migrate_from_many_processes_applies_the_schema_once(database_url):
+    env = {**os.environ, "USERSERVICE_DATABASE_URL": database_url}
+    processes = [subprocess.Popen([sys.executable, "-m", "userservice.cli", "migrate"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for _ in range(4)]
+    outputs = [process.communicate(timeout=60)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0] * 4, outputs
+    assert sum("applied: 0001_initial" in output for output in outputs) == 1, outputs
+    app_config = {"DATABASE_URL": database_url, "MIGRATE_ON_START": False}
+    from userservice import create_app
+
+    create_app(app_config)
+    try:
+        assert db.migrate() == []
+        from userservice.models import State
+
+        with db.database.connection_context():
+            assert State.select().count() == 1
+    finally:
+        db.database.close_all()

@@ -1,0 +1,185 @@
+"""The store's use cases and the models they write, without HTTP, on both backends."""
+import datetime
+import json
+
+import pytest
+
+from userservice import db, schemas, store
+from userservice.errors import Problem
+from userservice.mapping import profile_id_for
+from userservice.models import BetaStatus, Change, State, User
+
+AESTHETICS = {"theme": {"dark": True}, "font": {"size": 11}}
+VISION = {"from_": {"value": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)}, "continuous": True}
+
+
+@pytest.fixture
+def ctx(app):
+    with app.app_context():
+        yield
+
+
+def select(user_id="auth0|1", **fields):
+    return json.loads(store.select_user(schemas.auth0_user.load({"user_id": user_id, **fields})))
+
+
+def update(profile):
+    return json.loads(store.update_user(schemas.user_profile.load(profile)))
+
+
+def changes():
+    with db.database.connection_context():
+        return list(Change.select(Change.seq, Change.kind, Change.user, Change.state).order_by(Change.seq).tuples())
+
+
+def state():
+    with db.database.connection_context():
+        return State.get(State.id == 1)
+
+
+def user_row(user_id):
+    with db.database.connection_context():
+        return User.get_or_none(User.id == user_id)
+
+
+def test_migrated_database_starts_empty_with_nobody_current(ctx):
+    assert (state().seq, state().current) == (0, None)
+    assert changes() == []
+    assert store.current_profile() == "null"
+
+
+def test_select_stores_the_document_and_lookup_columns(ctx):
+    profile = select(nickname="Mark", email="m@x.io", created_at="2020-01-01T01:00:00+01:00")
+    row = user_row(profile["id"])
+    assert json.loads(row.document) == profile
+    assert (row.subject, row.email, row.username, row.username_key) == ("auth0|1", "m@x.io", "Mark", "mark")
+    assert row.created == datetime.datetime(2020, 1, 1, 0, 0)  # naive UTC on both backends
+    assert row.signed_in is not None
+
+
+def test_select_makes_the_user_current_and_logs_its_state(ctx):
+    profile = select()
+    assert state().current == profile["id"]
+    assert changes() == [(1, "select", profile["id"], json.dumps(profile, separators=(",", ":")))]
+    assert store.current_profile() == user_row(profile["id"]).document
+
+
+def test_each_write_advances_seq_by_one(ctx):
+    profile = select()
+    update({**profile, "aesthetics": AESTHETICS})
+    store.clear_user()
+    assert [seq for seq, *_ in changes()] == [1, 2, 3]
+    assert state().seq == 3
+
+
+def test_clear_logs_null_and_keeps_the_user(ctx):
+    profile = select()
+    store.clear_user()
+    assert state().current is None
+    assert changes()[-1][1:] == ("clear", profile["id"], "null")
+    assert user_row(profile["id"]) is not None
+
+
+def test_clear_when_nobody_is_current_writes_nothing(ctx):
+    store.clear_user()
+    assert changes() == [] and state().seq == 0
+
+
+def test_update_of_a_user_who_is_not_current_is_logged_but_not_streamed(ctx):
+    first = select("auth0|1")
+    select("auth0|2")
+    update({**first, "aesthetics": AESTHETICS})
+    assert changes()[-1][1:] == ("update", first["id"], None)
+
+
+def test_update_unknown_user_raises_404_and_writes_nothing(ctx):
+    with pytest.raises(Problem) as error:
+        update({"id": "ghost", "aesthetics": AESTHETICS})
+    assert error.value.code == 404
+    assert changes() == [] and user_row("ghost") is None
+
+
+def test_update_taken_username_raises_409_and_writes_nothing(ctx):
+    select("auth0|1", nickname="mark")
+    second = select("auth0|2")
+    before = changes()
+    with pytest.raises(Problem) as error:
+        update({**second, "username": "MARK"})
+    assert error.value.code == 409
+    assert changes() == before
+    assert user_row(second["id"]).username is None
+
+
+def test_refresh_nobody_current_raises_511(ctx):
+    with pytest.raises(Problem) as error:
+        store.refresh_user()
+    assert error.value.code == 511
+
+
+def test_refresh_reannounces_the_stored_profile(ctx):
+    profile = select()
+    assert json.loads(store.refresh_user()) == profile
+    assert changes()[-1][1] == "refresh"
+
+
+def test_beta_status_is_stored_in_its_table_and_the_profile(ctx):
+    profile = select()
+    store.set_beta_status({"user": profile["id"], "auth0": {"vision": VISION}})
+    with db.database.connection_context():
+        stored = json.loads(BetaStatus.get(BetaStatus.user == profile["id"]).vision)
+    assert stored == {"from": {"value": "2024-01-01T00:00:00+00:00"}, "continuous": True}
+    assert json.loads(user_row(profile["id"]).document)["auth0"]["beta"] == stored
+    store.set_beta_status({"user": profile["id"]})
+    with db.database.connection_context():
+        assert BetaStatus.select().count() == 0
+
+
+def test_disconnect_removes_user_and_beta_status_and_clears_current(ctx):
+    profile = select()
+    store.set_beta_status({"user": profile["id"], "auth0": {"vision": VISION}})
+    assert json.loads(store.disconnect_user(profile["id"])) == {"iterable": []}
+    assert user_row(profile["id"]) is None and state().current is None
+    with db.database.connection_context():
+        assert BetaStatus.select().count() == 0
+    assert changes()[-1][1:] == ("disconnect", profile["id"], "null")
+
+
+def test_disconnect_unknown_user_raises_404(ctx):
+    with pytest.raises(Problem) as error:
+        store.disconnect_user("ghost")
+    assert error.value.code == 404
+
+
+def test_authenticate_from_claims_does_not_touch_the_current_user(ctx):
+    current = select("auth0|current")
+    created = json.loads(store.authenticate_from_claims({"sub": "auth0|other", "email": "o@x.io"}))
+    assert created["id"] == profile_id_for("auth0|other")
+    assert state().current == current["id"]
+    assert changes()[-1][1:] == ("token", created["id"], None)
+    assert user_row(created["id"]).subject == "auth0|other"
+
+
+def test_authenticate_from_claims_finds_a_selected_user_by_subject(ctx):
+    selected = select("auth0|1", user_metadata={"global_id": "global-1"})
+    refreshed = json.loads(store.authenticate_from_claims({"sub": "auth0|1", "name": "New"}))
+    assert refreshed["id"] == selected["id"] == "global-1"
+    assert refreshed["name"] == "New"
+
+
+def test_change_log_is_pruned_to_change_log_keep(app):
+    app.config["CHANGE_LOG_KEEP"] = 10
+    with app.app_context():
+        profile = select()
+        for size in range(store.PRUNE_EVERY):
+            update({**profile, "aesthetics": {"theme": {"dark": True}, "font": {"size": size + 1}}})
+        seqs = [seq for seq, *_ in changes()]
+    assert seqs == list(range(store.PRUNE_EVERY - 9, store.PRUNE_EVERY + 2))
+
+
+def test_list_users_is_a_users_document_in_sign_in_order(ctx):
+    ids = [select(name)["id"] for name in ("auth0|b", "auth0|a")]
+    assert [user["id"] for user in json.loads(store.list_users())["iterable"]] == ids
+
+
+def test_migrate_again_applies_nothing(ctx):
+    assert db.migrate() == []

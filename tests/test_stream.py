@@ -1,0 +1,359 @@
+"""GET /user/stream as Server-Sent Events in process, and the feed behind it, on both backends.
+
+WebSocket and everything across processes is in test_stream_server.py.
+"""
+import datetime
+import json
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from userservice import stream
+
+ALLOCATION = {"id": "alloc-1", "user": "u", "project": "proj", "region": "us",
+              "status": {"cloud": "RUNNING"},
+              "urls": {"base": {"status": "RUNNING", "url": "https://base.pieces.cloud"},
+                       "id": {"status": "RUNNING", "url": "https://alloc-1.pieces.cloud"}}}
+VISION = {"from": {"value": "2024-01-01T00:00:00+00:00"}, "continuous": True}
+ISSUER, AUDIENCE = "https://issuer.example/", "pieces-desktop"
+WAIT_SECONDS = 10
+
+
+class EventReader:
+    """Reads a text/event-stream body from the Flask test client, event by event."""
+
+    def __init__(self, response):
+        self.response = response
+        self.chunks = iter(response.response)
+        self.buffer = ""
+        self.retry = None
+
+    def next_event(self):
+        """The next (id, data) event; fails after WAIT_SECONDS of heartbeats only."""
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline:
+            block, separator, rest = self.buffer.partition("\n\n")
+            if not separator:
+                self.buffer += next(self.chunks).decode()
+                continue
+            self.buffer = rest
+            fields = dict(line.split(": ", 1) for line in block.split("\n") if not line.startswith(":"))
+            if not fields:  # a heartbeat comment
+                continue
+            if "retry" in fields:
+                self.retry = int(fields["retry"])
+            else:
+                return int(fields["id"]), fields["data"]
+        raise AssertionError("no event within %ss" % WAIT_SECONDS)
+
+    def close(self):
+        self.response.close()
+
+
+@pytest.fixture
+def app_config(app_config):
+    app_config.update(STREAM_HEARTBEAT_INTERVAL=0.2)
+    return app_config
+
+
+@pytest.fixture
+def open_stream(client):
+    readers = []
+
+    def open_(**headers):
+        response = client.get("/user/stream", headers=headers, buffered=False)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        readers.append(EventReader(response))
+        return readers[-1]
+
+    yield open_
+    for reader in readers:
+        reader.close()
+    stop_feed(client.application)
+
+
+def stop_feed(app):
+    """Stop the app's listener: the database proxy is global, so a listener left running
+    would go on reading the next test's database."""
+    listener = app.extensions["userservice.feed"]
+    listener.stop()
+    if listener.thread is not None:
+        listener.thread.join(WAIT_SECONDS)
+
+
+def select(client, user_id="auth0|1", **fields):
+    response = client.post("/user/select", json={"user_id": user_id, **fields})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def update(client, profile):
+    response = client.post("/user/update", json=profile)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def current_state(client):
+    """What GET /user holds in `user`, as the stream's JSON value."""
+    return client.get("/user").get_json().get("user")
+
+
+def current_event(client):
+    """The event a subscriber must get for the last change: (seq, GET /user's `user` text)."""
+    body = client.get("/user").get_data(as_text=True)
+    return last_seq(client.application), "null" if body == "{}" else body[len('{"user":'):-1]
+
+
+def last_seq(app):
+    with app.app_context():
+        return stream.store.last_seq()
+
+
+@pytest.fixture
+def signer(app_config, tmp_path):
+    """Configures token sign-in with a key of the test's own; returns a function that signs."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "k", "alg": "ES256"}]}))
+    app_config.update(OIDC_JWKS=str(tmp_path / "jwks.json"), OIDC_ISSUER=ISSUER, OIDC_AUDIENCE=AUDIENCE)
+
+    def sign(subject, name):
+        now = datetime.datetime.now(datetime.timezone.utc)
+        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": subject, "iat": now,
+                  "exp": now + datetime.timedelta(minutes=5), "email": "t@x.io", "name": name}
+        return jwt.encode(claims, key, algorithm="ES256", headers={"kid": "k"})
+
+    return sign
+
+
+def authenticate(client, id_token):
+    body = {"access_token": "opaque", "token_type": "Bearer", "expires_in": 3600, "id_token": id_token}
+    response = client.post("/users/authenticate/from_token", json=body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+# --- what a subscriber sees ----------------------------------------------------------------
+
+
+def test_stream_sse_headers_retry_and_current_state_first(client, app, open_stream):
+    select(client, nickname="mark")
+    reader = open_stream()
+    assert reader.response.mimetype == "text/event-stream"
+    assert reader.response.headers["Cache-Control"] == "no-cache"
+    assert reader.response.headers["X-Accel-Buffering"] == "no"
+    seq, data = reader.next_event()
+    assert reader.retry > 0
+    assert (seq, json.loads(data)) == (last_seq(app), current_state(client))
+
+
+def test_stream_sse_nobody_signed_in_is_null(open_stream):
+    assert open_stream().next_event() == (0, "null")
+
+
+def test_stream_sse_data_is_get_user_byte_for_byte(client, open_stream):
+    reader = open_stream()
+    reader.next_event()
+    select(client, nickname="mark", email="m@x.io")
+    assert reader.next_event() == current_event(client)
+
+
+def test_stream_sse_heartbeat_comment_while_idle(open_stream):
+    reader = open_stream()
+    reader.next_event()
+    assert next(reader.chunks) == b": keep-alive\n\n"
+
+
+def select_other(client, _profile):
+    select(client, "auth0|2")
+
+
+def ok(response):
+    assert response.status_code in (200, 204), response.get_data(as_text=True)
+
+
+def clear(client, _profile):
+    ok(client.post("/user/clear"))
+
+
+def update_current(client, profile):
+    update(client, {**profile, "username": "renamed"})
+
+
+def set_beta(client, profile):
+    ok(client.post("/user/beta/status", json={"user": profile["id"], "auth0": {"vision": VISION}}))
+
+
+def set_vanity(client, profile):
+    update(client, {**profile, "allocation": ALLOCATION})
+    ok(client.post("/user/update/vanity", json={"id": profile["id"], "vanityname": "markv"}))
+
+
+def refresh(client, _profile):
+    assert client.get("/user/refresh").status_code == 200
+
+
+def disconnect_current(client, profile):
+    ok(client.post("/users/%s/disconnect" % profile["id"]))
+
+
+CHANGES = [select_other, clear, update_current, set_beta, set_vanity, refresh, disconnect_current]
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=lambda change: change.__name__)
+def test_stream_sse_sends_each_change_of_the_current_user(client, open_stream, change):
+    profile = select(client)
+    reader = open_stream()
+    reader.next_event()
+    change(client, profile)
+    seq, data = reader.next_event()
+    while seq < last_seq(client.application):  # set_vanity makes two changes
+        seq, data = reader.next_event()
+    assert json.loads(data) == current_state(client)
+
+
+def test_stream_sse_sends_token_sign_in_of_the_current_user(signer, client, open_stream):
+    select(client, "auth0|token")
+    reader = open_stream()
+    reader.next_event()
+    authenticate(client, signer("auth0|token", "New Name"))
+    assert json.loads(reader.next_event()[1]) == current_state(client)
+    assert current_state(client)["name"] == "New Name"
+
+
+def test_stream_sse_leaves_out_changes_to_other_users(signer, client, open_stream):
+    other = select(client, "auth0|other")
+    current = select(client, "auth0|current")
+    reader = open_stream()
+    first_seq, _ = reader.next_event()
+    update(client, {**other, "username": "someone"})
+    authenticate(client, signer("auth0|other", "Other Name"))
+    client.post("/users/%s/disconnect" % other["id"])
+    refresh(client, current)
+    seq, data = reader.next_event()
+    assert seq == last_seq(client.application) == first_seq + 4
+    assert json.loads(data) == current
+
+
+# --- resume ---------------------------------------------------------------------------------
+
+
+def make_changes(client, count):
+    profile = select(client)
+    for number in range(count):
+        update(client, {**profile, "username": "name-%d" % number})
+
+
+def test_stream_sse_resume_gets_exactly_the_missed_changes(client, open_stream):
+    profile = select(client)
+    reader = open_stream()
+    seen, _ = reader.next_event()
+    reader.close()
+    missed = []
+    update(client, {**profile, "username": "missed"})
+    missed.append(current_event(client))
+    select(client, "auth0|2")
+    missed.append(current_event(client))
+    update(client, {**profile, "username": "not-current-any-more"})  # not streamed
+    client.post("/user/clear")
+    missed.append(current_event(client))
+    resumed = open_stream(**{"Last-Event-ID": str(seen)})
+    assert [resumed.next_event() for _ in missed] == missed
+    select(client)
+    assert resumed.next_event() == current_event(client)  # then live
+
+
+def test_stream_sse_resume_at_the_latest_id_sends_nothing_until_a_change(client, app, open_stream):
+    make_changes(client, 1)
+    reader = open_stream(**{"Last-Event-ID": str(last_seq(app))})
+    refresh(client, None)
+    assert reader.next_event()[0] == last_seq(app)
+
+
+@pytest.mark.parametrize("last_event_id", ["not-a-number", "999999", ""])
+def test_stream_sse_unusable_last_event_id_starts_from_current_state(client, app, open_stream, last_event_id):
+    make_changes(client, 2)
+    seq, data = open_stream(**{"Last-Event-ID": last_event_id}).next_event()
+    assert (seq, json.loads(data)) == (last_seq(app), current_state(client))
+
+
+@pytest.fixture
+def short_log(app_config):
+    app_config.update(CHANGE_LOG_KEEP=3)
+
+
+def test_stream_sse_resume_older_than_the_log_starts_from_current_state(short_log, client, app, open_stream):
+    make_changes(client, 10)
+    seq, data = open_stream(**{"Last-Event-ID": "1"}).next_event()
+    assert (seq, json.loads(data)) == (last_seq(app), current_state(client))
+
+
+def test_stream_sse_resume_of_a_recent_id_survives_pruning(short_log, client, app, open_stream):
+    make_changes(client, 10)
+    recent = last_seq(app) - 2
+    reader = open_stream(**{"Last-Event-ID": str(recent)})
+    received = [reader.next_event()[0], reader.next_event()[0]]
+    assert received == [recent + 1, recent + 2]
+
+
+def test_log_is_pruned_to_change_log_keep(short_log, client, app):
+    make_changes(client, 10)
+    with app.app_context():
+        _seq, oldest, _state = stream.store.log_position()
+    assert last_seq(app) - oldest < 3 + 3  # pruned every `keep` changes
+
+
+# --- limits ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_streams_at_most(app_config):
+    app_config.update(STREAM_MAX_SUBSCRIBERS=2)
+
+
+def test_stream_beyond_the_limit_is_503_with_retry_after(two_streams_at_most, client, open_stream):
+    first, _second = open_stream(), open_stream()
+    refused = client.get("/user/stream")
+    assert refused.status_code == 503
+    assert refused.mimetype == "application/problem+json"
+    assert int(refused.headers["Retry-After"]) > 0
+    first.close()
+    assert open_stream().next_event() == (0, "null")
+
+
+# --- the feed ------------------------------------------------------------------------------
+
+
+def test_hub_subscriber_that_falls_behind_lags_without_blocking_others():
+    hub = stream.Hub()
+    hub.publish(0, "null")
+    slow, fast = hub.subscribe(2, limit=10), hub.subscribe(2, limit=10)
+    for seq in range(1, 4):
+        hub.publish(seq, "s%d" % seq)
+        assert fast.next(0) == (seq, "s%d" % seq)
+    assert slow.lagging and not fast.lagging
+    assert hub.resubscribe(slow).state == "s3"
+
+
+def test_hub_close_ends_subscribers_even_with_full_queues():
+    hub = stream.Hub()
+    hub.publish(0, "null")
+    full = hub.subscribe(1, limit=10)
+    hub.publish(1, "a")
+    hub.close()
+    assert full.next(0) is stream.CLOSED
+    with pytest.raises(stream.Unavailable):
+        hub.subscribe(1, limit=10)
+
+
+def test_listener_behind_a_pruned_log_announces_the_current_state(short_log, client, app):
+    make_changes(client, 10)
+    listener = stream.Listener(stream.Hub(), poll_interval=0.01)
+    with app.app_context():
+        listener.catch_up()
+        behind = listener.hub.subscribe(64, limit=10)
+        listener.seq = 1  # as if this process had slept through the pruned changes
+        update(client, {**current_state(client), "username": "after"})
+        listener.catch_up()
+    assert behind.next(0) == current_event(client)

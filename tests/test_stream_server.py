@@ -1,0 +1,420 @@
+"""GET /user/stream over a real `userservice serve` (gunicorn), on both backends: WebSocket and
+Server-Sent Events subscribers on different workers, concurrent writers, limits, clean-up and
+shutdown."""
+import http.client
+import json
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+import requests
+import websocket
+from pieces_os_client.models.user_profile import UserProfile
+
+from userservice import db
+
+WAIT_SECONDS = 15
+
+
+# --- clients --------------------------------------------------------------------------------
+
+
+class Subscriber:
+    """A stream client that reads on a thread of its own into `states` (JSON texts)."""
+
+    def __init__(self):
+        self.states, self.ids = [], []
+        self.ended = threading.Event()
+        self.thread = threading.Thread(target=self.read_all, daemon=True)
+
+    def read_all(self):
+        try:
+            while True:
+                self.read_one()
+        except Exception:  # the server or the test closed the connection
+            self.ended.set()
+
+    def wait_for(self, count):
+        deadline = time.monotonic() + WAIT_SECONDS
+        while len(self.states) < count and time.monotonic() < deadline and not self.ended.is_set():
+            time.sleep(0.02)
+        assert len(self.states) >= count, "%s got %d of %d states" % (self, len(self.states), count)
+        return self.states[:count]
+
+
+class WebSocketSubscriber(Subscriber):
+    def __init__(self, server):
+        super().__init__()
+        self.ws = websocket.create_connection(server.url.replace("http", "ws") + "/user/stream",
+                                              timeout=WAIT_SECONDS)
+        self.port = self.ws.sock.getsockname()[1]
+        self.thread.start()
+
+    def read_one(self):
+        self.states.append(self.ws.recv())
+
+    def close(self):
+        self.ws.close()
+
+
+class EventSubscriber(Subscriber):
+    """Server-Sent Events over http.client, which undoes the chunked encoding."""
+
+    def __init__(self, server, last_event_id=None):
+        super().__init__()
+        self.connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT_SECONDS)
+        headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+        self.connection.request("GET", "/user/stream", headers=headers)
+        self.port = self.connection.sock.getsockname()[1]
+        self.response = self.connection.getresponse()
+        assert self.response.status == 200
+        self.thread.start()
+
+    def read_one(self):
+        fields = {}
+        while (line := self.response.readline().decode()) != "\n":
+            if not line:
+                raise EOFError()
+            name, _, value = line.rstrip("\n").partition(": ")
+            fields[name] = value
+        if "data" in fields:
+            self.ids.append(int(fields["id"]))
+            self.states.append(fields["data"])
+
+    def close(self):
+        if self.connection.sock is not None:  # shut down first: the reading thread holds it
+            self.connection.sock.shutdown(socket.SHUT_RDWR)
+        self.connection.close()
+
+
+class SdkSubscriber(Subscriber):
+    """The published SDK 5.x user socket (`pieces_os_client.wrapper.websockets.AuthWS`), as it
+    parses frames: `UserProfile.from_json(message)`, and None ("signed out") for anything
+    that is not JSON. Here with the 4.0.4 model, since 5.x needs pydantic 2."""
+
+    def __init__(self, server):
+        super().__init__()
+        self.opened = threading.Event()
+        self.app = websocket.WebSocketApp(server.url.replace("http", "ws") + "/user/stream",
+                                          on_message=self.on_message, on_open=lambda ws: self.opened.set())
+        self.thread = threading.Thread(target=self.app.run_forever, daemon=True)
+        self.thread.start()
+        assert self.opened.wait(WAIT_SECONDS)
+
+    def on_message(self, _ws, message):
+        try:
+            self.states.append(UserProfile.from_json(message))
+        except json.decoder.JSONDecodeError:
+            self.states.append(None)
+
+    def close(self):
+        self.app.close()
+
+
+# --- the server's processes ----------------------------------------------------------------
+
+
+def worker_pids(server):
+    with open("/proc/%d/task/%d/children" % (server.process.pid, server.process.pid)) as children:
+        return [int(pid) for pid in children.read().split()]
+
+
+def socket_inodes(pid):
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    return inodes
+
+
+def worker_of(server, client_port):
+    """The pid of the worker holding the server side of the connection from client_port."""
+    with open("/proc/net/tcp") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    inode = next(row[9] for row in rows
+                 if int(row[1].split(":")[1], 16) == server.port and int(row[2].split(":")[1], 16) == client_port)
+    return next(pid for pid in worker_pids(server) if inode in socket_inodes(pid))
+
+
+def usage(pid):
+    """(threads, open file descriptors) of a process."""
+    with open("/proc/%d/status" % pid) as status:
+        threads = next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+    return threads, len(os.listdir("/proc/%d/fd" % pid))
+
+
+def on_every_worker(server, open_subscriber, closing):
+    """Subscribers of one kind until each worker holds one (gunicorn picks the worker)."""
+    by_worker = {}
+    for _attempt in range(40):
+        subscriber = open_subscriber(server)
+        closing.append(subscriber)
+        by_worker.setdefault(worker_of(server, subscriber.port), subscriber)
+        if len(by_worker) == len(worker_pids(server)):
+            return list(by_worker.values())
+    pytest.fail("40 connections did not reach every worker")
+
+
+@pytest.fixture
+def closing():
+    subscribers = []
+    yield subscribers
+    for subscriber in subscribers:
+        try:
+            subscriber.close()
+        except OSError:
+            pass
+
+
+# --- writes over fresh connections (so either worker may take each one) ---------------------
+
+
+def post(server, path, body=None):
+    response = requests.post(server.url + path, json=body, headers={"Connection": "close"}, timeout=WAIT_SECONDS)
+    assert response.status_code in (200, 204), response.text
+    return response.json() if response.content else None
+
+
+def current_text(server):
+    """GET /user's `user` as a stream carries it, or "null"."""
+    body = requests.get(server.url + "/user", headers={"Connection": "close"}, timeout=WAIT_SECONDS).text
+    return "null" if body == "{}" else body[len('{"user":'):-1]
+
+
+def streamed_log(database_url, after):
+    """(seq, state) of every streamed change after `after`, from the database itself."""
+    database = db.connect(database_url, max_connections=1)
+    try:
+        with database.connection_context():
+            return [tuple(row) for row in database.execute_sql(
+                "SELECT seq, state FROM changes WHERE seq > %d AND state IS NOT NULL ORDER BY seq" % after)]
+    finally:
+        database.close_all()
+
+
+def log_end(database_url):
+    database = db.connect(database_url, max_connections=1)
+    try:
+        with database.connection_context():
+            return database.execute_sql("SELECT seq FROM state").fetchone()[0]
+    finally:
+        database.close_all()
+
+
+# --- across workers -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+def test_stream_subscribers_on_every_worker_receive_the_same_sequence(serve, database_url, closing, worker_class):
+    server = serve(database_url, args=("--worker-class", worker_class))
+    subscribers = (on_every_worker(server, WebSocketSubscriber, closing)
+                   + on_every_worker(server, EventSubscriber, closing))
+    sdk = SdkSubscriber(server)
+    closing.append(sdk)
+    expected = ["null"]
+    mark = post(server, "/user/select", {"user_id": "auth0|mark", "nickname": "mark"})
+    expected.append(current_text(server))
+    post(server, "/user/update", {**mark, "username": "marko"})
+    expected.append(current_text(server))
+    post(server, "/user/select", {"user_id": "auth0|ada", "nickname": "ada"})
+    expected.append(current_text(server))
+    post(server, "/user/update", {**mark, "username": "mark-not-current"})  # not streamed
+    post(server, "/user/clear")
+    expected.append(current_text(server))
+    for subscriber in subscribers:
+        assert subscriber.wait_for(len(expected)) == expected
+    profiles = sdk.wait_for(len(expected))
+    assert [profile and (profile.id, profile.username) for profile in profiles] == \
+        [None, (mark["id"], "mark"), (mark["id"], "marko"), (profiles[3].id, "ada"), None]
+    assert profiles[3].id != mark["id"]
+
+
+def test_stream_concurrent_writers_every_subscriber_gap_free_and_ends_in_the_final_state(
+        serve, database_url, closing):
+    server = serve(database_url)
+    start = log_end(database_url)
+    subscribers = (on_every_worker(server, WebSocketSubscriber, closing)
+                   + on_every_worker(server, EventSubscriber, closing))
+    errors = []
+
+    def write(writer):
+        try:
+            profile = post(server, "/user/select", {"user_id": "auth0|writer-%d" % writer})
+            for number in range(8):
+                post(server, "/user/update", {**profile, "username": "w%d-%d" % (writer, number)})
+            post(server, "/user/select", {"user_id": "auth0|writer-%d" % writer})
+        except AssertionError as error:
+            errors.append(error)
+
+    writers = [threading.Thread(target=write, args=(writer,)) for writer in range(4)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert not errors
+    log = streamed_log(database_url, start)
+    final = current_text(server)
+    assert log[-1][1] == final
+    for subscriber in subscribers:
+        states = subscriber.wait_for(1 + len(log))
+        assert states[1:] == [state for _, state in log]
+        assert states[-1] == final
+        if isinstance(subscriber, EventSubscriber):
+            assert subscriber.ids == [start] + [seq for seq, _ in log]
+
+
+def test_stream_sse_resume_on_any_worker_gets_exactly_the_missed_changes(serve, database_url, closing):
+    server = serve(database_url)
+    first = EventSubscriber(server)
+    closing.append(first)
+    first.wait_for(1)
+    first.close()
+    profile = post(server, "/user/select", {"user_id": "auth0|mark"})
+    post(server, "/user/update", {**profile, "username": "missed"})
+    post(server, "/user/clear")
+    resumed = [EventSubscriber(server, last_event_id=first.ids[0]) for _ in range(6)]
+    closing.extend(resumed)
+    log = streamed_log(database_url, first.ids[0])
+    for subscriber in resumed:
+        subscriber.wait_for(len(log))
+        assert list(zip(subscriber.ids, subscriber.states)) == log
+
+
+# --- WebSocket specifics --------------------------------------------------------------------
+
+
+def test_stream_websocket_ignores_what_clients_send(serve, database_url, closing):
+    server = serve(database_url, workers=1)
+    subscriber = WebSocketSubscriber(server)
+    closing.append(subscriber)
+    subscriber.wait_for(1)
+    for number in range(50):
+        subscriber.ws.send("hello %d" % number)
+    subscriber.ws.send_binary(b"\x00" * 1000)
+    post(server, "/user/select", {"user_id": "auth0|mark"})
+    assert subscriber.wait_for(2)[1] == current_text(server)
+    assert not subscriber.ended.is_set()
+
+
+def raw_websocket(server):
+    """A WebSocket that never answers pings: a peer that has gone without closing."""
+    connection = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_SECONDS)
+    connection.sendall(("GET /user/stream HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                        "Sec-WebSocket-Version: 13\r\n\r\n" % server.port).encode())
+    reader = connection.makefile("rb")
+    while reader.readline() not in (b"\r\n", b""):
+        pass
+    return connection, reader
+
+
+def read_frame(reader):
+    """(opcode, payload) of an unmasked server frame, or None at end of stream."""
+    head = reader.read(2)
+    if len(head) < 2:
+        return None
+    length = head[1] & 0x7F
+    if length >= 126:
+        length = int.from_bytes(reader.read(2 if length == 126 else 8), "big")
+    return head[0] & 0x0F, reader.read(length)
+
+
+def test_stream_websocket_pings_and_drops_a_peer_that_does_not_answer(serve, database_url):
+    server = serve(database_url, workers=1, extra_env={"USERSERVICE_STREAM_PING_INTERVAL": "0.3"})
+    connection, reader = raw_websocket(server)
+    opcodes = []
+    with connection:
+        while (frame := read_frame(reader)) is not None and frame[0] != 0x8:
+            opcodes.append(frame[0])
+    assert opcodes[0] == 0x1 and 0x9 in opcodes  # the state, then pings, then a close
+
+
+def test_stream_websocket_negotiates_no_compression(serve, database_url):
+    """permessage-deflate would cost ~90 KB per subscriber for frames of a few hundred bytes."""
+    server = serve(database_url, workers=1)
+    ws = websocket.create_connection(server.url.replace("http", "ws") + "/user/stream", timeout=WAIT_SECONDS,
+                                     header=["Sec-WebSocket-Extensions: permessage-deflate"])
+    try:
+        assert ws.recv() == "null"
+        assert "sec-websocket-extensions" not in {name.lower() for name in ws.getheaders()}
+    finally:
+        ws.close()
+
+
+# --- limits and resources -------------------------------------------------------------------
+
+
+def test_stream_beyond_the_limit_is_503_with_retry_after_for_both_protocols(serve, database_url, closing):
+    server = serve(database_url, workers=1, extra_env={"USERSERVICE_STREAM_MAX_SUBSCRIBERS": "2"})
+    closing.extend([WebSocketSubscriber(server), EventSubscriber(server)])
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(server.url.replace("http", "ws") + "/user/stream", timeout=WAIT_SECONDS)
+    assert refused.value.status_code == 503
+    assert int(refused.value.resp_headers["retry-after"]) > 0
+    response = requests.get(server.url + "/user/stream", timeout=WAIT_SECONDS)
+    assert response.status_code == 503
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert int(response.headers["Retry-After"]) > 0
+
+
+def test_stream_idle_handlers_hold_no_database_connection(serve, database_url, closing):
+    server = serve(database_url, workers=1, extra_env={"USERSERVICE_DATABASE_MAX_CONNECTIONS": "3"})
+    subscribers = [kind(server) for kind in (WebSocketSubscriber, EventSubscriber) for _ in range(8)]
+    closing.extend(subscribers)
+    for number in range(5):
+        post(server, "/user/select", {"user_id": "auth0|user-%d" % number})
+    for subscriber in subscribers:
+        assert subscriber.wait_for(6)[-1] == current_text(server)
+
+
+def test_stream_clients_that_leave_free_threads_and_file_descriptors(serve, database_url):
+    server = serve(database_url, workers=1, extra_env={"USERSERVICE_STREAM_HEARTBEAT_INTERVAL": "0.5"})
+    (worker,) = worker_pids(server)
+    warm_up = [WebSocketSubscriber(server), EventSubscriber(server)]
+    for subscriber in warm_up:
+        subscriber.wait_for(1)
+        subscriber.close()
+    baseline = settled_usage(worker, lambda value: True, stable_for=3)
+    subscribers = [kind(server) for kind in (WebSocketSubscriber, EventSubscriber) for _ in range(100)]
+    for subscriber in subscribers:
+        subscriber.wait_for(1)
+    assert usage(worker)[1] >= baseline[1] + 200
+    for subscriber in subscribers:
+        subscriber.close()
+    threads, fds = settled_usage(worker, lambda value: value <= baseline)
+    assert threads <= baseline[0] and fds <= baseline[1]  # at most: a keep-alive may have closed
+
+
+def settled_usage(pid, done, stable_for=2):
+    """Usage once it is `done` and the same `stable_for` readings running, or after WAIT_SECONDS."""
+    deadline, readings = time.monotonic() + WAIT_SECONDS, []
+    while time.monotonic() < deadline:
+        readings = readings[1 - stable_for:] + [usage(pid)]
+        if done(readings[-1]) and len(readings) == stable_for and len(set(readings)) == 1:
+            break
+        time.sleep(0.5)
+    return readings[-1]
+
+
+# --- shutdown ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+def test_stream_sigterm_ends_open_streams_well_before_graceful_timeout(serve, database_url, worker_class):
+    server = serve(database_url, args=("--worker-class", worker_class))
+    subscribers = [kind(server) for kind in (WebSocketSubscriber, EventSubscriber) for _ in range(4)]
+    for subscriber in subscribers:
+        subscriber.wait_for(1)
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(timeout=10)  # gunicorn's graceful_timeout, as `userservice serve` sets it
+    assert time.monotonic() - started < 5
+    for subscriber in subscribers:
+        assert subscriber.ended.wait(WAIT_SECONDS)

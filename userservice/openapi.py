@@ -1,0 +1,209 @@
+"""GET /openapi.json: the OpenAPI 3.1 document of this server, generated from the Marshmallow
+schemas (apispec), so the wire names and limits it states are the ones the code enforces.
+
+It describes the server it is served by: the API key appears as a security requirement only
+when USERSERVICE_API_KEY is set.
+"""
+import functools
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, current_app, jsonify, url_for
+
+from . import __version__, schemas
+
+bp = Blueprint("openapi", __name__)
+
+OPENAPI_VERSION = "3.1.0"
+
+COMPONENTS = {
+    "UserProfile": schemas.UserProfileSchema,
+    "ReturnedUserProfile": schemas.ReturnedUserProfileSchema,
+    "Users": schemas.UsersSchema,
+    "Auth0User": schemas.Auth0UserSchema,
+    "UserBetaStatus": schemas.UserBetaStatusSchema,
+    "OAuthToken": schemas.OAuthTokenSchema,
+    "VanityRequest": schemas.vanity_request,
+}
+
+PROBLEM = {
+    "type": "object",
+    "description": "RFC 9457 problem details; `invalid-params` names each offending field.",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "invalid-params": {"type": "array", "items": {
+            "type": "object", "required": ["name", "reason"],
+            "properties": {"name": {"type": "string"}, "reason": {"type": "string"}}}},
+    },
+}
+
+# Auth0User's rule that someone is identified: a non-empty user_id or user_metadata.global_id.
+IDENTIFIES_SOMEONE = {"anyOf": [
+    {"required": ["user_id"], "properties": {"user_id": {"type": "string", "minLength": 1}}},
+    {"required": ["user_metadata"], "properties": {"user_metadata": {
+        "type": "object", "required": ["global_id"],
+        "properties": {"global_id": {"type": "string", "minLength": 1}}}}},
+]}
+
+# The store's rule for vanity names (it lower-cases them first).
+DNS_LABEL = {"properties": {"vanityname": {"type": "string", "pattern": "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"}}}
+
+STATUS_MEANINGS = {
+    400: "The body is not valid JSON, nests too deep, holds an over-long string, NUL or an "
+         "unpaired surrogate, or fails the schema; `invalid-params` names each field.",
+    401: "The API key is missing or wrong (only when the server is configured with one); "
+         "for from_token: the id_token failed verification.",
+    403: "The Host is not one this server answers to (DNS rebinding), or the Origin is not allowed.",
+    404: "No such user on this device (for update/vanity: the user has no cloud allocation yet).",
+    409: "The username or vanity name is already taken by another user.",
+    413: "The request body is larger than the server accepts.",
+    415: "The request body is not sent as Content-Type: application/json.",
+    501: "Token sign-in is not configured on this server.",
+    503: "The server cannot take this now (stream limit, or the JWKS could not be read); see Retry-After.",
+    511: "Nobody is signed in on this device, or the user named is not the signed-in user.",
+}
+GUARDED = (401, 403)
+WITH_BODY = (400, 413, 415)
+
+STREAM_DESCRIPTION = """The current user, live. Two transports share this path and carry the same bytes:
+
+* **WebSocket** (a GET with `Upgrade: websocket`, answered `101 Switching Protocols`): every text
+  frame is the current `UserProfile` as JSON, or `null` when nobody is signed in; the first frame
+  is the state at connection time. The server pings every STREAM_PING_INTERVAL seconds.
+* **Server-Sent Events** (`Accept: text/event-stream`, or any plain GET): each event is
+  `id: <seq>` and `data: <the same JSON>`; comments are heartbeats. A client reconnecting with
+  `Last-Event-ID` receives the changes it missed.
+
+Browsers cannot set headers on either transport, so the API key may be given as `api_key`."""
+
+# path, method, operationId, summary, request body component, 2xx response, other statuses
+OPERATIONS = (
+    ("/user", "get", "userSnapshot", "The signed-in user of this device", None,
+     (200, "ReturnedUserProfile"), ()),
+    ("/user/select", "post", "selectUser", "Sign in an Auth0 user on this device", "Auth0User",
+     (200, "UserProfile"), (409,)),
+    ("/user/clear", "post", "clearUser", "Sign the current user out", None, (204, None), ()),
+    ("/user/refresh", "get", "refreshUser", "Re-announce the signed-in user to every stream", None,
+     (200, "UserProfile"), (511,)),
+    ("/user/update", "post", "updateUser", "Replace a stored user's profile", "UserProfile",
+     (200, "UserProfile"), (404, 409)),
+    ("/user/beta/status", "post", "userBetaStatus", "Set the signed-in user's beta status",
+     "UserBetaStatus", (200, "UserBetaStatus"), (511,)),
+    ("/user/providers", "get", "userProviders", "The signed-in user with their provider identities",
+     None, (200, "ReturnedUserProfile"), ()),
+    ("/user/update/vanity", "post", "userUpdateVanity", "Set the signed-in user's vanity name",
+     "VanityRequest", (200, "UserProfile"), (404, 409, 511)),
+    ("/users/authenticate/from_token", "post", "authenticateFromToken",
+     "Add or refresh a user from a verified OIDC id_token", "OAuthToken", (200, "UserProfile"),
+     (409, 501, 503)),
+    ("/users", "get", "usersSnapshot", "Every user known on this device", None, (200, "Users"), ()),
+    ("/users/{user}", "get", "usersSpecificUserSnapshot", "One user known on this device", None,
+     (200, "UserProfile"), (404,)),
+    ("/users/{user}/disconnect", "post", "usersDisconnectSpecificUser",
+     "Forget a user on this device", None, (200, "Users"), (404,)),
+)
+
+
+def problem_response(status):
+    return {"description": STATUS_MEANINGS[status],
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+def json_content(component):
+    return {"application/json": {"schema": {"$ref": "#/components/schemas/%s" % component}}}
+
+
+def operation(operation_id, summary, request_body, success, statuses, api_key):
+    status, component = success
+    responses = {str(status): {"description": "OK" if component else "No Content"}}
+    if component:
+        responses[str(status)]["content"] = json_content(component)
+    others = set(statuses) | {403} | ({401} if api_key else set())
+    if request_body:
+        others |= set(WITH_BODY)
+    for code in sorted(others):
+        responses[str(code)] = problem_response(code)
+    result = {"operationId": operation_id, "summary": summary, "responses": responses}
+    if request_body:
+        result["requestBody"] = {"required": True, "content": json_content(request_body)}
+    return result
+
+
+USER_PARAMETER = {"name": "user", "in": "path", "required": True, "description": "A user's `id`.",
+                  "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
+
+
+def stream_operation(api_key):
+    responses = {
+        "101": {"description": "WebSocket: each text frame is a UserProfile as JSON, or null.",
+                "x-websocket-frame": {"anyOf": [{"$ref": "#/components/schemas/UserProfile"},
+                                                {"type": "null"}]}},
+        "200": {"description": "Server-Sent Events: `data:` is a UserProfile as JSON, or null.",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        "403": problem_response(403),
+        "503": problem_response(503),
+    }
+    if api_key:
+        responses["401"] = problem_response(401)
+    result = {
+        "operationId": "streamUser", "summary": "The current user, live (WebSocket or SSE)",
+        "description": STREAM_DESCRIPTION, "responses": responses,
+        "parameters": [{"name": "Last-Event-ID", "in": "header", "required": False,
+                        "description": "SSE: the last `id` received, to resume from.",
+                        "schema": {"type": "string", "maxLength": 32}}],
+    }
+    if api_key:
+        result["security"] = [{"apiKeyHeader": []}, {"apiKeyQuery": []}]
+    return result
+
+
+def text_operation(operation_id, summary, api_key, guarded=True):
+    responses = {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                 "403": problem_response(403)}
+    if api_key and guarded:
+        responses["401"] = problem_response(401)
+    return {"operationId": operation_id, "summary": summary, "responses": responses}
+
+
+@functools.lru_cache(maxsize=2)
+def build(api_key):
+    """The document, as a dict (not to be changed: it is shared)."""
+    spec = APISpec(title="userservice", version=__version__, openapi_version=OPENAPI_VERSION,
+                   plugins=[MarshmallowPlugin()],
+                   info={"description": "The Pieces OS User and Users API."})
+    for name, schema in COMPONENTS.items():
+        spec.components.schema(name, schema=schema)
+    spec.components.schema("Problem", PROBLEM)
+    if api_key:
+        spec.components.security_scheme("apiKeyHeader", {"type": "apiKey", "in": "header", "name": "X-API-Key"})
+        spec.components.security_scheme("apiKeyQuery", {"type": "apiKey", "in": "query", "name": "api_key"})
+    for path, method, *details in OPERATIONS:
+        operations = {method: operation(*details, api_key=api_key)}
+        parameters = [USER_PARAMETER] if "{user}" in path else None
+        spec.path(path, operations=operations, parameters=parameters)
+    spec.path("/user/stream", operations={"get": stream_operation(api_key)})
+    health = text_operation("health", "`ok` while the service runs", api_key, guarded=False)
+    health["security"] = []
+    spec.path("/.well-known/health", operations={"get": health, "head": {**health, "operationId": "healthHead"}})
+    spec.path("/.well-known/version", operations={"get": text_operation("version", "The service's version", api_key)})
+    spec.path("/openapi.json", operations={"get": {
+        "operationId": "openapi", "summary": "This document",
+        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
+                      **{str(code): problem_response(code) for code in GUARDED if api_key or code != 401}}}})
+    document = spec.to_dict()
+    document["components"]["schemas"]["Auth0User"].update(IDENTIFIES_SOMEONE)
+    document["components"]["schemas"]["VanityRequest"]["allOf"] = [DNS_LABEL]
+    if api_key:
+        document["security"] = [{"apiKeyHeader": []}]
+    return document
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    prefix = url_for("user.snapshot")[:-len("/user")]
+    return jsonify({**build(bool(current_app.config["API_KEY"])), "servers": [{"url": prefix or "/"}]})
