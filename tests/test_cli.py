@@ -37,7 +37,7 @@ def test_version_option_prints_the_version():
 
 def test_serve_prints_the_database_and_answers_health(serve, database_url):
     server = serve(database_url)
-    assert requests.get(server.url + "/.well-known/health", timeout=5).text == "ok"
+    assert requests.get(server.url + "/.well-known/health", timeout=30).text == "ok"
     assert "database: %s" % db.describe(database_url) in server.stop()
 
 
@@ -48,9 +48,9 @@ def test_serve_workers_started_at_once_on_a_fresh_database_all_come_up(database_
     try:
         for server in servers:
             response = requests.post(server.url + "/user/select", json={"user_id": "auth0|%d" % server.port},
-                                     timeout=5)
+                                     timeout=30)
             assert response.status_code == 200, response.text
-        assert len(requests.get(servers[0].url + "/users", timeout=5).json()["iterable"]) == 3
+        assert len(requests.get(servers[0].url + "/users", timeout=30).json()["iterable"]) == 3
     finally:
         logs = [server.stop() for server in servers]
     for log in logs:

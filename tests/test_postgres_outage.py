@@ -60,7 +60,7 @@ class TcpRelay:
         end.close()
 
     def cut(self):
-        self.server.close()
+        self.shut(self.server)  # shutdown wakes the accepting thread; close alone does not
         with self.lock:
             ends, self.sockets = list(self.sockets), set()
         for end in ends:

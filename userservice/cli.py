@@ -1,6 +1,7 @@
 """The `userservice` command: `serve` runs the service under gunicorn, `migrate` applies
 pending migrations."""
 import argparse
+import os
 import signal
 import sys
 
@@ -80,7 +81,10 @@ def serve(args):
         __version__, args.host, args.port, args.worker_class, args.workers,
         db.describe(config["DATABASE_URL"])), flush=True)
     max_streams = streams_per_worker(args, config["STREAM_MAX_SUBSCRIBERS"])
-    Server(gunicorn_options(args, max_streams), {"STREAM_MAX_SUBSCRIBERS": max_streams}).run()
+    overrides = {"STREAM_MAX_SUBSCRIBERS": max_streams}
+    if "USERSERVICE_DATABASE_MAX_CONNECTIONS" not in os.environ:
+        overrides["DATABASE_MAX_CONNECTIONS"] = db.pool_size(args.worker_class, args.threads)
+    Server(gunicorn_options(args, max_streams), overrides).run()
 
 
 def migrate(args):

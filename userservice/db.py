@@ -75,7 +75,21 @@ def connect(url, max_connections=64):
         cooperate_with_gevent()
         if "connect_timeout" not in url:
             params["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
-    return db_url.connect(url, **params)
+    return greenlet_local_connections(db_url.connect(url, **params))
+
+
+def greenlet_local_connections(pooled):
+    """Under gevent, give each greenlet its own connection state. peewee keeps it in a
+    threading.local subclass made when peewee was imported (in the gunicorn master, before
+    the worker patched threading), so greenlets would otherwise share one connection."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        import threading
+
+        import peewee
+
+        pooled._state = type("GreenletConnectionState", (peewee._ConnectionState, threading.local), {})()
+    return pooled
 
 
 def cooperate_with_gevent():
@@ -91,7 +105,7 @@ def cooperate_with_gevent():
         return
     from psycopg import waiting
 
-    if waiting.wait is not waiting.wait_select:
+    if waiting.wait is getattr(waiting, "wait_c", None):
         importlib.reload(waiting)
 
 
