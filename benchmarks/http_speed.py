@@ -23,7 +23,7 @@ import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUNICORN = [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2", "--worker-connections", "6000",
-            "--keep-alive", "5", "--timeout", "30", "--no-control-socket", "--log-level", "warning"]
+            "--keep-alive", "2", "--timeout", "30", "--no-control-socket", "--log-level", "warning"]
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 

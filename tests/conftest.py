@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from urllib.parse import quote
@@ -13,6 +14,7 @@ import pytest
 import requests
 
 from userservice import create_app
+from userservice.db import database
 
 POSTGRES_URL = os.environ.get("USERSERVICE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgres"]
@@ -64,8 +66,12 @@ def app_config(database_url):
 def app(app_config):
     app = create_app(app_config)
     yield app
-    from userservice.db import database
+    discard(app)
 
+
+def discard(app):
+    """Stop the app's change listener before closing the pool it reads through."""
+    app.extensions["userservice.feed"].close()
     database.close_all()
 
 
@@ -81,31 +87,50 @@ def free_port():
 
 
 class RunningServer:
-    """A real `userservice serve` process (gunicorn) on a free port."""
+    """A real `userservice serve` process (gunicorn) on a free port, ready once every worker
+    has booted: a signal sent to a worker still booting would be lost (gunicorn's handlers
+    are not installed yet)."""
 
     def __init__(self, database_url, workers=2, extra_env=None, args=()):
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
+        self.workers = workers
         env = {**os.environ, "USERSERVICE_DATABASE_URL": database_url, **(extra_env or {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "userservice.cli", "serve", "--port", str(self.port),
              "--workers", str(workers), *args],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.wait_until_healthy()
+        self.lines = []
+        self.reader = threading.Thread(target=self.read_output, daemon=True)
+        self.reader.start()
+        self.wait_until_ready()
 
-    def wait_until_healthy(self, timeout=20):
+    def read_output(self):
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def output(self):
+        return "".join(self.lines)
+
+    def wait_until_ready(self, timeout=30):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError("userservice serve exited:\n" + self.process.stdout.read())
-            try:
-                if requests.get(self.url + "/.well-known/health", timeout=1).ok:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise RuntimeError("userservice serve did not become healthy in %ss" % timeout)
+                self.reader.join(5)
+                raise RuntimeError("userservice serve exited:\n" + self.output())
+            if self.output().count("Worker ready") >= self.workers and self.healthy():
+                return
+            time.sleep(0.05)
+        raise RuntimeError("userservice serve was not ready in %ss:\n%s" % (timeout, self.output()))
+
+    def healthy(self):
+        try:
+            return requests.get(self.url + "/.well-known/health", timeout=1).ok
+        except requests.ConnectionError:
+            return False
 
     def stop(self):
+        """Stop the server (SIGTERM, then SIGKILL after 15 s); returns everything it printed."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -113,7 +138,8 @@ class RunningServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        return self.process.stdout.read()
+        self.reader.join(5)
+        return self.output()
 
 
 @pytest.fixture

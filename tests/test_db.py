@@ -8,7 +8,7 @@ from urllib.parse import unquote
 import pytest
 
 from userservice import db
-from conftest import postgres_connection
+from conftest import discard, postgres_connection
 
 WAIT_GUARD_SECONDS = 20  # far beyond any wake-up, far below the waits used to catch a miss
 
@@ -65,7 +65,7 @@ def postgres_app(postgres_url):
     url = "%s&application_name=%s" % (postgres_url, schema_of(postgres_url))
     app = create_app({"TESTING": True, "DATABASE_URL": url})
     yield app
-    db.database.close_all()
+    discard(app)
 
 
 def test_change_waiter_wakes_on_notify_from_another_connection(postgres_app, postgres_url):
@@ -118,7 +118,7 @@ def test_migrate_from_many_processes_applies_the_schema_once(database_url):
     app_config = {"DATABASE_URL": database_url, "MIGRATE_ON_START": False}
     from userservice import create_app
 
-    create_app(app_config)
+    app = create_app(app_config)
     try:
         assert db.migrate() == []
         from userservice.models import State
@@ -126,7 +126,7 @@ def test_migrate_from_many_processes_applies_the_schema_once(database_url):
         with db.database.connection_context():
             assert State.select().count() == 1
     finally:
-        db.database.close_all()
+        discard(app)
 
 
 GEVENT_WORKER = """

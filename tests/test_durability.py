@@ -6,7 +6,7 @@ import threading
 import requests
 
 from userservice import create_app, store
-from userservice.db import database
+from conftest import discard
 
 
 def child_pids(pid):
@@ -36,12 +36,12 @@ def test_update_acknowledged_writes_survive_sigkill(serve, database_url):
         acknowledged = "v%d" % number
     kill_hard(server)
 
-    create_app({"DATABASE_URL": database_url})
+    app = create_app({"DATABASE_URL": database_url})
     try:
         assert store.get_user(profile["id"]).count('"name":"%s"' % acknowledged) == 1
         assert '"name":"%s"' % acknowledged in store.current_profile()
     finally:
-        database.close_all()
+        discard(app)
 
 
 def test_read_modify_write_endpoints_keep_each_others_changes(client):

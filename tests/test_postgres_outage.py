@@ -13,7 +13,7 @@ import requests
 
 from userservice import create_app, db
 
-from conftest import free_port
+from conftest import discard, free_port
 from test_postgres_scaleout import SseReader, select_body
 
 
@@ -85,7 +85,7 @@ def relay(postgres_url):
 def relayed_client(relay, postgres_url):
     app = create_app({"TESTING": True, "DATABASE_URL": through(relay, postgres_url)})
     yield app.test_client()
-    db.database.close_all()
+    discard(app)
 
 
 @pytest.mark.parametrize("method, path, body", [

@@ -34,6 +34,7 @@ def end_streams_on_shutdown(worker):
     """On SIGTERM, end this worker's streams first, so graceful shutdown need not wait for
     long-lived clients to leave (gunicorn has no hook for the start of a shutdown)."""
     previous = signal.getsignal(signal.SIGTERM)
+    worker.log.info("Worker ready (pid: %s)", worker.pid)
 
     def on_term(signum, frame):
         worker.wsgi.extensions["userservice.feed"].stop()
@@ -61,7 +62,7 @@ def gunicorn_options(args, max_streams):
         "worker_class": args.worker_class,
         "timeout": 30,
         "graceful_timeout": 10,
-        "keepalive": 5,
+        "keepalive": 2,  # gunicorn's default; a graceful shutdown waits out idle connections
         "errorlog": "-",
         "control_socket_disable": True,
         "post_worker_init": end_streams_on_shutdown,

@@ -46,6 +46,7 @@ CONNECT_TIMEOUT_SECONDS = 5  # PostgreSQL, unless the URL sets connect_timeout
 GEVENT_POOL_SIZE = 10  # greenlets only hold a connection while a query runs
 SAFETY_NET_POLL_SECONDS = 1.0  # PostgreSQL: read the log this often even without a NOTIFY
 RECONNECT_BACKOFF_SECONDS = (0.1, 5.0)  # the listener's first and longest wait between attempts
+WRITE_LOCK_BACKOFF_SECONDS = (0.0002, 0.01)  # SQLite: first and longest wait for the write lock
 
 
 def pooled_url(url):
@@ -166,14 +167,46 @@ def describe(url):
                                           parsed.get("port", 5432), parsed["database"])
 
 
+@contextlib.contextmanager
 def write_transaction():
     """A transaction that holds the write lock from its first statement.
 
     SQLite takes it with BEGIN IMMEDIATE; on PostgreSQL the store locks the state row.
     """
-    if is_sqlite():
-        return database.atomic("IMMEDIATE")
-    return database.atomic()
+    if not is_sqlite():
+        with database.atomic():
+            yield
+        return
+    with contextlib.ExitStack() as stack:
+        stack.push(begin_immediate())
+        yield
+
+
+def begin_immediate():
+    """BEGIN IMMEDIATE, waiting for another process's writer by sleeping in Python rather than
+    in SQLite's busy handler, which under gevent would stall every request of this worker."""
+    database.execute_sql("PRAGMA busy_timeout = 0")
+    try:
+        delay, longest = WRITE_LOCK_BACKOFF_SECONDS
+        deadline = time.monotonic() + SQLITE_PRAGMAS["busy_timeout"] / 1000
+        while True:
+            transaction = database.atomic("IMMEDIATE")
+            try:
+                transaction.__enter__()
+                return transaction
+            except OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, longest)
+    finally:
+        database.execute_sql("PRAGMA busy_timeout = %d" % SQLITE_PRAGMAS["busy_timeout"])
+
+
+def for_update(query):
+    """Lock the rows a query selects until commit: FOR UPDATE on PostgreSQL; on SQLite the
+    IMMEDIATE transaction already holds the database's write lock (and has no FOR UPDATE)."""
+    return query if is_sqlite() else query.for_update()
 
 
 def notify_change(seq):

@@ -313,6 +313,15 @@ def encode_profile(profile):
     return json.dumps(user_profile.dump(profile), separators=(",", ":"), ensure_ascii=False)
 
 
+KEPT_ON_UPDATE = UserProfileSchema(only=("created", "auth0"), partial=True)
+
+
+def decode_kept_fields(text):
+    """Only what an update keeps from the stored profile (`created`, beta), without paying
+    to load the whole document."""
+    return KEPT_ON_UPDATE.load(json.loads(text))
+
+
 def decode_profile(text):
     """A stored profile back to loaded (Python) form, for read-modify-write."""
     return user_profile.load(json.loads(text))

@@ -17,7 +17,7 @@ from .db import database
 from .errors import Problem, SignInRequired
 from .mapping import profile_from_auth0, profile_from_claims, profile_id_for, timestamp
 from .models import BetaStatus, Change, State, User
-from .schemas import AnonymousTemporalRangeSchema, decode_profile, encode_profile, user_beta_status
+from .schemas import decode_kept_fields, decode_profile, encode_profile, user_beta_status
 
 DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 PRUNE_EVERY = 100
@@ -44,18 +44,18 @@ def writing():
     """A write transaction holding the state row: `with writing() as state: ...`."""
     try:
         with database.connection_context(), db.write_transaction():
-            # A no-op UPDATE takes the row lock on every backend (SQLite has no FOR UPDATE).
-            State.update(seq=State.seq).where(State.id == 1).execute()
-            yield State.get(State.id == 1)
+            yield db.for_update(State.select().where(State.id == 1)).get()
     except IntegrityError as error:
         raise Problem(409, "The change conflicts with another user's data.") from error
 
 
-def record(state, kind, user_id, streamed):
-    """Append the change to the log and advance the state row, in the caller's transaction."""
+def record(state, kind, user_id, current=None):
+    """Append the change to the log and advance the state row, in the caller's transaction.
+
+    `current` is the current user's profile JSON (or "null") after a change that touched
+    the current user, None after one that did not: only the former are streamed."""
     state.seq += 1
-    payload = current_document(state.current) if streamed else None
-    Change.insert(seq=state.seq, at=naive_utc(utcnow()), kind=kind, user=user_id, state=payload).execute()
+    Change.insert(seq=state.seq, at=naive_utc(utcnow()), kind=kind, user=user_id, state=current).execute()
     State.update(seq=state.seq, current=state.current).where(State.id == 1).execute()
     prune_log(state.seq, current_app.config["CHANGE_LOG_KEEP"])
     db.notify_change(state.seq)
@@ -68,12 +68,6 @@ def prune_log(seq, keep):
     keep = max(1, keep)
     if seq % min(PRUNE_EVERY, keep) == 0:
         Change.delete().where(Change.seq <= seq - keep).execute()
-
-
-def current_document(user_id):
-    if user_id is None:
-        return "null"
-    return User.select(User.document).where(User.id == user_id).scalar()
 
 
 def check_unique(user_id, username_key, vanityname_key):
@@ -101,22 +95,34 @@ def save(profile, row=None, subject=None):
         "updated": naive_utc(profile["updated"]["value"]) if "updated" in profile else None,
         "document": text,
     }
-    check_unique(profile["id"], columns["username_key"], columns["vanityname_key"])
-    if subject and not User.select().where(User.subject == subject, User.id != profile["id"]).exists():
+    def changed(column):
+        return row is None or getattr(row, column) != columns[column]
+
+    check_unique(profile["id"], changed("username_key") and columns["username_key"],
+                 changed("vanityname_key") and columns["vanityname_key"])
+    if subject and (row is None or row.subject != subject) and not User.select().where(
+            User.subject == subject, User.id != profile["id"]).exists():
         columns["subject"] = subject
     if row is None:
         User.insert(id=profile["id"], signed_in=naive_utc(utcnow()), **columns).execute()
     else:
         User.update(**columns).where(User.id == profile["id"]).execute()
-    save_beta(profile["id"], (profile.get("auth0") or {}).get("beta"))
+    beta = wire_beta(text)
+    if row is None or beta != wire_beta(row.document):
+        save_beta(profile["id"], beta)
     return text
 
 
+def wire_beta(document):
+    return (json.loads(document).get("auth0") or {}).get("beta")
+
+
 def save_beta(user_id, vision):
+    """Keep the beta index in step with the profile's `auth0.beta` (wire form)."""
     if vision is None:
         BetaStatus.delete().where(BetaStatus.user == user_id).execute()
         return
-    text = json.dumps(AnonymousTemporalRangeSchema().dump(vision), separators=(",", ":"))
+    text = json.dumps(vision, separators=(",", ":"))
     (BetaStatus.insert(user=user_id, vision=text)
      .on_conflict(conflict_target=[BetaStatus.user], preserve=[BetaStatus.vision]).execute())
 
@@ -158,7 +164,7 @@ def select_user(auth0_user):
         carry_beta(profile, stored)
         text = save(profile, row, subject=auth0_user.get("user_id"))
         state.current = profile["id"]
-        record(state, "select", profile["id"], streamed=True)
+        record(state, "select", profile["id"], current=text)
     return text
 
 
@@ -166,27 +172,27 @@ def clear_user():
     with writing() as state:
         if state.current is not None:
             previous, state.current = state.current, None
-            record(state, "clear", previous, streamed=True)
+            record(state, "clear", previous, current="null")
 
 
 def refresh_user():
     """Re-announce the signed-in user's stored profile to every subscriber."""
     with writing() as state:
         row = current_row(state)
-        record(state, "refresh", row.id, streamed=True)
+        record(state, "refresh", row.id, current=row.document)
     return row.document
 
 
 def update_user(profile):
     with writing() as state:
         row = get_row(profile["id"])
-        stored = decode_profile(row.document)
+        stored = decode_kept_fields(row.document)
         if "created" in stored:
             profile["created"] = stored["created"]
         profile["updated"] = timestamp(utcnow())
         carry_beta(profile, stored)
         text = save(profile, row)
-        record(state, "update", row.id, streamed=row.id == state.current)
+        record(state, "update", row.id, current=text if row.id == state.current else None)
     return text
 
 
@@ -200,8 +206,7 @@ def set_beta_status(status):
             auth0.pop("beta", None)
         else:
             auth0["beta"] = vision
-        save(profile, row)
-        record(state, "beta", row.id, streamed=True)
+        record(state, "beta", row.id, current=save(profile, row))
     stored = {"user": row.id, "auth0": {"vision": vision} if vision else {}}
     return json.dumps(user_beta_status.dump(stored), separators=(",", ":"))
 
@@ -224,7 +229,7 @@ def update_vanity(request_profile, cloud_domain):
             "url": "https://%s.%s" % (name, cloud_domain),
         }
         text = save(profile, row)
-        record(state, "vanity", row.id, streamed=True)
+        record(state, "vanity", row.id, current=text)
     return text
 
 
@@ -236,7 +241,7 @@ def authenticate_from_claims(claims):
         stored = decode_profile(row.document) if row else None
         profile = profile_from_claims(claims, stored, utcnow())
         text = save(profile, row, subject=subject)
-        record(state, "token", profile["id"], streamed=profile["id"] == state.current)
+        record(state, "token", profile["id"], current=text if profile["id"] == state.current else None)
     return text
 
 
@@ -248,7 +253,7 @@ def disconnect_user(user_id):
         was_current = state.current == user_id
         if was_current:
             state.current = None
-        record(state, "disconnect", user_id, streamed=was_current)
+        record(state, "disconnect", user_id, current="null" if was_current else None)
     return list_users()
 
 

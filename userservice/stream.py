@@ -157,6 +157,13 @@ class Listener:
         self.stopping = True
         self.wakeup.set()
 
+    def close(self, timeout=5):
+        """Stop and wait for the thread: an app being discarded must not leave it reading
+        the shared database proxy after that is bound elsewhere."""
+        self.stop()
+        if self.thread is not None:
+            self.thread.join(timeout)
+
     def ensure_started(self):
         with self.start_lock:
             if self.thread is None:
