@@ -46,7 +46,7 @@ CONNECT_TIMEOUT_SECONDS = 5  # PostgreSQL, unless the URL sets connect_timeout
 GEVENT_POOL_SIZE = 10  # greenlets only hold a connection while a query runs
 SAFETY_NET_POLL_SECONDS = 1.0  # PostgreSQL: read the log this often even without a NOTIFY
 RECONNECT_BACKOFF_SECONDS = (0.1, 5.0)  # the listener's first and longest wait between attempts
-WRITE_LOCK_BACKOFF_SECONDS = (0.0002, 0.01)  # SQLite: first and longest wait for the write lock
+WRITE_LOCK_BACKOFF_SECONDS = (0.0002, 0.005)  # SQLite: first and longest wait for the write lock
 
 
 def pooled_url(url):
