@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from userservice import db, schemas, store
+from userservice import commits, db, schemas, store
 from userservice.errors import Problem
 from userservice.mapping import profile_id_for
 from userservice.models import BetaStatus, Change, State, User
@@ -170,10 +170,10 @@ def test_change_log_is_pruned_to_change_log_keep(app):
     app.config["CHANGE_LOG_KEEP"] = 10
     with app.app_context():
         profile = select()
-        for size in range(store.PRUNE_EVERY):
+        for size in range(commits.PRUNE_EVERY):
             update({**profile, "aesthetics": {"theme": {"dark": True}, "font": {"size": size + 1}}})
         seqs = [seq for seq, *_ in changes()]
-    assert seqs == list(range(store.PRUNE_EVERY - 9, store.PRUNE_EVERY + 2))
+    assert seqs == list(range(commits.PRUNE_EVERY - 9, commits.PRUNE_EVERY + 2))
 
 
 def test_list_users_is_a_users_document_in_sign_in_order(ctx):

@@ -357,3 +357,13 @@ def test_listener_behind_a_pruned_log_announces_the_current_state(short_log, cli
         update(client, {**current_state(client), "username": "after"})
         listener.catch_up()
     assert behind.next(0) == current_event(client)
+
+
+def test_hub_gives_every_subscriber_one_event_encoded_once():
+    hub = stream.Hub()
+    hub.publish(0, "null")
+    first, second = hub.subscribe(4, limit=10), hub.subscribe(4, limit=10)
+    hub.publish(7, '{"id":"u"}')
+    event = first.next(0)
+    assert second.next(0) is event
+    assert event.sse == b'id: 7\ndata: {"id":"u"}\n\n'

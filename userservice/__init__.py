@@ -56,10 +56,11 @@ def configure(app, test_config=None):
 
 def init_app(app, url_prefix=None):
     """Wire the extensions and register the blueprints into any Flask app."""
-    from . import db, errors, guards, openapi, stream
+    from . import commits, db, errors, guards, openapi, stream
     from .api import stream as stream_api, user, users, wellknown
 
     db.init_app(app)
+    commits.init_app(app)
     stream.init_app(app)
     stream_api.init_app(app)
     errors.init_app(app)

@@ -8,7 +8,9 @@ import contextlib
 import fcntl
 import importlib
 import logging
+import mmap
 import os
+import struct
 import sys
 import time
 
@@ -46,7 +48,6 @@ CONNECT_TIMEOUT_SECONDS = 5  # PostgreSQL, unless the URL sets connect_timeout
 GEVENT_POOL_SIZE = 10  # greenlets only hold a connection while a query runs
 SAFETY_NET_POLL_SECONDS = 1.0  # PostgreSQL: read the log this often even without a NOTIFY
 RECONNECT_BACKOFF_SECONDS = (0.1, 5.0)  # the listener's first and longest wait between attempts
-WRITE_LOCK_BACKOFF_SECONDS = (0.0002, 0.005)  # SQLite: first and longest wait for the write lock
 
 
 def pooled_url(url):
@@ -83,8 +84,7 @@ def greenlet_local_connections(pooled):
     """Under gevent, give each greenlet its own connection state. peewee keeps it in a
     threading.local subclass made when peewee was imported (in the gunicorn master, before
     the worker patched threading), so greenlets would otherwise share one connection."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("threading"):
+    if gevent_patched("threading"):
         import threading
 
         import peewee
@@ -101,8 +101,7 @@ def cooperate_with_gevent():
     listener's wait for NOTIFY, would then block the whole worker. Letting psycopg choose
     again picks the function it would have picked had it been imported after the patch.
     """
-    monkey = sys.modules.get("gevent.monkey")
-    if psycopg is None or monkey is None or not monkey.is_module_patched("select"):
+    if psycopg is None or not gevent_patched("select"):
         return
     from psycopg import waiting
 
@@ -117,13 +116,20 @@ def create_private_file(path):
 
 
 def init_app(app):
+    global commit_counter
     if database.obj is not None:
         database.close_all()
-    database.initialize(connect(app.config["DATABASE_URL"], app.config["DATABASE_MAX_CONNECTIONS"]))
+    if commit_counter is not None:
+        commit_counter.close()
+    url = app.config["DATABASE_URL"]
+    database.initialize(connect(url, app.config["DATABASE_MAX_CONNECTIONS"]))
+    commit_counter = CommitCounter(sqlite_path(url) + "-commits") if is_sqlite() else None
     for error_class in UNAVAILABLE_ERRORS:
         app.register_error_handler(error_class, handle_database_error)
     if app.config["MIGRATE_ON_START"]:
         migrate()
+    count_commit()  # whatever was written before this process started (a migration, a
+    # writer killed between its commit and its count) must not hide behind a read cache
 
 
 class Unavailable(Problem):
@@ -171,42 +177,25 @@ def describe(url):
 def write_transaction():
     """A transaction that holds the write lock from its first statement.
 
-    SQLite takes it with BEGIN IMMEDIATE; on PostgreSQL the store locks the state row.
+    SQLite writers take turns through the commit counter's file lock, which wakes the next
+    one as soon as the turn is passed (SQLite's own busy handler would poll, and under gevent
+    stall the worker), and count the commit before passing it. On PostgreSQL the store
+    locks the state row.
     """
     if not is_sqlite():
         with database.atomic():
             yield
         return
-    with contextlib.ExitStack() as stack:
-        stack.push(begin_immediate())
-        yield
+    with commit_counter.turn():
+        with database.atomic("IMMEDIATE"):
+            yield
+        commit_counter.count()
 
 
-def begin_immediate():
-    """BEGIN IMMEDIATE, waiting for another process's writer by sleeping in Python rather than
-    in SQLite's busy handler, which under gevent would stall every request of this worker."""
-    database.execute_sql("PRAGMA busy_timeout = 0")
-    try:
-        delay, longest = WRITE_LOCK_BACKOFF_SECONDS
-        deadline = time.monotonic() + SQLITE_PRAGMAS["busy_timeout"] / 1000
-        while True:
-            transaction = database.atomic("IMMEDIATE")
-            try:
-                transaction.__enter__()
-                return transaction
-            except OperationalError as error:
-                if "locked" not in str(error) or time.monotonic() > deadline:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, longest)
-    finally:
-        database.execute_sql("PRAGMA busy_timeout = %d" % SQLITE_PRAGMAS["busy_timeout"])
-
-
-def for_update(query):
-    """Lock the rows a query selects until commit: FOR UPDATE on PostgreSQL; on SQLite the
+def for_update(sql):
+    """Lock the rows a SELECT reads until commit: FOR UPDATE on PostgreSQL; on SQLite the
     IMMEDIATE transaction already holds the database's write lock (and has no FOR UPDATE)."""
-    return query if is_sqlite() else query.for_update()
+    return sql if is_sqlite() else sql + " FOR UPDATE"
 
 
 def notify_change(seq):
@@ -216,6 +205,84 @@ def notify_change(seq):
     """
     if not is_sqlite():
         database.execute_sql("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(seq)))
+
+
+class CommitCounter:
+    """A number in a small shared file beside an SQLite database, counted up after every
+    commit, before the writer is answered: the processes on its host learn from one memory
+    read, with no connection and no query, whether anything was committed since they last
+    looked. Its file lock is the writers' turn, which also makes each count atomic."""
+
+    FORMAT = "=Q"
+
+    def __init__(self, path):
+        create_private_file(path)
+        size = struct.calcsize(self.FORMAT)
+        self.fd = os.open(path, os.O_RDWR)
+        if os.fstat(self.fd).st_size < size:
+            os.ftruncate(self.fd, size)
+        self.map = mmap.mmap(self.fd, size)
+
+    def read(self):
+        """A read racing a count may see the old count (its writer has not answered yet) or a
+        torn value no reader has cached (which costs one fresh read of the database)."""
+        return struct.unpack_from(self.FORMAT, self.map)[0]
+
+    @contextlib.contextmanager
+    def turn(self):
+        """Exclusive across processes; a wait for another process's turn yields the worker."""
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            wait_blocking(fcntl.flock, self.fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def count(self):
+        """Add one; only while holding the turn, since a lost increment could repeat a count."""
+        struct.pack_into(self.FORMAT, self.map, 0, self.read() + 1)
+
+    def close(self):
+        self.map.close()
+        os.close(self.fd)
+
+
+def gevent_patched(module):
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched(module)
+
+
+def wait_blocking(function, *args):
+    """Call a function that blocks in the kernel; under gevent, on a thread of the hub's pool,
+    so the worker's other greenlets go on meanwhile."""
+    if not gevent_patched("threading"):
+        return function(*args)
+    import gevent
+
+    return gevent.get_hub().threadpool.apply(function, args)
+
+
+commit_counter = None  # SQLite only: the CommitCounter beside the database file
+
+LAST_SEQ_SQL = 'SELECT "seq" FROM "state" WHERE "id" = 1'
+
+
+def count_commit():
+    """Count a commit made outside write_transaction (say, by a migration)."""
+    if commit_counter is not None:
+        with commit_counter.turn():
+            commit_counter.count()
+
+
+def commit_marker():
+    """A value that differs after any change committed anywhere, read without a connection
+    on SQLite; PostgreSQL (several hosts, no shared memory) reads the state row's seq."""
+    if commit_counter is not None:
+        return commit_counter.read()
+    with database.connection_context():
+        return database.execute_sql(LAST_SEQ_SQL).fetchone()[0]
 
 
 @contextlib.contextmanager

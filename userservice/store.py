@@ -1,18 +1,19 @@
 """The use cases behind the endpoints, each one transaction, testable without HTTP.
 
-Every write first locks the single state row, so writes commit one at a time and in the
-order of their change-log `seq`; the change row is written in the same transaction as the
-change itself. Responses are the stored JSON text, so a profile is encoded once per change.
+Writes are jobs run by the group commit (commits.py) with the state row locked, so they
+commit one at a time and in the order of their change-log `seq`; each records its change
+in the same transaction. Responses are the stored JSON text, so a profile is encoded once
+per change.
 """
-import contextlib
+import collections
 import datetime
 import json
 import re
 
-from flask import current_app
-from peewee import JOIN, IntegrityError
+from peewee import JOIN
 
 from . import db
+from .commits import record, sql, write
 from .db import database
 from .errors import Problem, SignInRequired
 from .mapping import profile_from_auth0, profile_from_claims, profile_id_for, timestamp
@@ -20,12 +21,16 @@ from .models import BetaStatus, Change, State, User
 from .schemas import decode_kept_fields, decode_profile, encode_profile, user_beta_status
 
 DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-PRUNE_EVERY = 100
 
-
-
-def on_commit(seq):
-    """Called after each change commits in this process; the stream's listener replaces it."""
+# A user's row as writes need it, read with precompiled SQL (see commits.py for why).
+UserRow = collections.namedtuple("UserRow", "id subject username_key vanityname_key document")
+USER_ROW_SQL = ('SELECT "id", "subject", "username_key", "vanityname_key", "document" '
+                'FROM "users" WHERE "id" = {p}')
+SAVE_USER_SQL = ('UPDATE "users" SET "email" = {p}, "username" = {p}, "username_key" = {p}, '
+                 '"vanityname" = {p}, "vanityname_key" = {p}, "created" = {p}, "updated" = {p}, '
+                 '"document" = {p} WHERE "id" = {p}')
+SAVED_COLUMNS = ("email", "username", "username_key", "vanityname", "vanityname_key", "created",
+                 "updated", "document")
 
 
 def utcnow():
@@ -37,37 +42,6 @@ def naive_utc(moment):
     if moment.tzinfo is not None:
         moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
     return moment
-
-
-@contextlib.contextmanager
-def writing():
-    """A write transaction holding the state row: `with writing() as state: ...`."""
-    try:
-        with database.connection_context(), db.write_transaction():
-            yield db.for_update(State.select().where(State.id == 1)).get()
-    except IntegrityError as error:
-        raise Problem(409, "The change conflicts with another user's data.") from error
-
-
-def record(state, kind, user_id, current=None):
-    """Append the change to the log and advance the state row, in the caller's transaction.
-
-    `current` is the current user's profile JSON (or "null") after a change that touched
-    the current user, None after one that did not: only the former are streamed."""
-    state.seq += 1
-    Change.insert(seq=state.seq, at=naive_utc(utcnow()), kind=kind, user=user_id, state=current).execute()
-    State.update(seq=state.seq, current=state.current).where(State.id == 1).execute()
-    prune_log(state.seq, current_app.config["CHANGE_LOG_KEEP"])
-    db.notify_change(state.seq)
-    database.after_commit(lambda seq=state.seq: on_commit(seq))
-
-
-def prune_log(seq, keep):
-    """Keep the last `keep` changes (at least 1) for resume, pruning every PRUNE_EVERY
-    changes or every `keep` if fewer, so the log never holds much more than asked."""
-    keep = max(1, keep)
-    if seq % min(PRUNE_EVERY, keep) == 0:
-        Change.delete().where(Change.seq <= seq - keep).execute()
 
 
 def check_unique(user_id, username_key, vanityname_key):
@@ -82,31 +56,31 @@ def lower_or_none(value):
     return value.lower() if value else None
 
 
-def save(profile, row=None, subject=None):
-    """Write a profile (insert or replace) and the beta index derived from it; returns its JSON."""
-    text = encode_profile(profile)
-    columns = {
-        "email": profile.get("email"),
-        "username": profile.get("username"),
-        "username_key": lower_or_none(profile.get("username")),
-        "vanityname": profile.get("vanityname"),
-        "vanityname_key": lower_or_none(profile.get("vanityname")),
-        "created": naive_utc(profile["created"]["value"]) if "created" in profile else None,
-        "updated": naive_utc(profile["updated"]["value"]) if "updated" in profile else None,
-        "document": text,
-    }
-    def changed(column):
-        return row is None or getattr(row, column) != columns[column]
+def stamp(profile, key):
+    return naive_utc(profile[key]["value"]) if key in profile else None
 
-    check_unique(profile["id"], changed("username_key") and columns["username_key"],
-                 changed("vanityname_key") and columns["vanityname_key"])
-    if subject and (row is None or row.subject != subject) and not User.select().where(
-            User.subject == subject, User.id != profile["id"]).exists():
-        columns["subject"] = subject
+
+def save(profile, row=None, subject=None):
+    """Write a profile (insert or replace) and the beta index derived from it; returns its JSON.
+
+    Checks come first: a job that raises has written nothing (see commits.run_job)."""
+    text = encode_profile(profile)
+    username_key = lower_or_none(profile.get("username"))
+    vanityname_key = lower_or_none(profile.get("vanityname"))
+    check_unique(profile["id"],
+                 (row is None or row.username_key != username_key) and username_key,
+                 (row is None or row.vanityname_key != vanityname_key) and vanityname_key)
+    new_subject = subject and (row is None or row.subject != subject) and not User.select().where(
+        User.subject == subject, User.id != profile["id"]).exists()
+    columns = (profile.get("email"), profile.get("username"), username_key, profile.get("vanityname"),
+               vanityname_key, stamp(profile, "created"), stamp(profile, "updated"), text)
     if row is None:
-        User.insert(id=profile["id"], signed_in=naive_utc(utcnow()), **columns).execute()
+        User.insert(id=profile["id"], signed_in=naive_utc(utcnow()), subject=subject if new_subject else None,
+                    **dict(zip(SAVED_COLUMNS, columns))).execute()
     else:
-        User.update(**columns).where(User.id == profile["id"]).execute()
+        database.execute_sql(sql(SAVE_USER_SQL), (*columns, profile["id"]))
+        if new_subject:
+            User.update(subject=subject).where(User.id == profile["id"]).execute()
     beta = wire_beta(text)
     if row is None or beta != wire_beta(row.document):
         save_beta(profile["id"], beta)
@@ -135,8 +109,13 @@ def carry_beta(profile, stored):
     profile.setdefault("auth0", {"global_id": profile["id"]})["beta"] = beta
 
 
+def find_row(user_id):
+    row = database.execute_sql(sql(USER_ROW_SQL), (user_id,)).fetchone()
+    return UserRow(*row) if row else None
+
+
 def get_row(user_id):
-    row = User.get_or_none(User.id == user_id)
+    row = find_row(user_id)
     if row is None:
         raise Problem(404, "No user with id %r on this device." % user_id)
     return row
@@ -148,43 +127,51 @@ def current_row(state, user_id=None):
         raise SignInRequired()
     if user_id is not None and user_id != state.current:
         raise SignInRequired("User %r is not the signed-in user." % user_id)
-    return User.get(User.id == state.current)
+    return find_row(state.current)
 
 
-# --- writes -------------------------------------------------------------------------------
+# --- writes: each use case is a job of the state row, run by commits.write ---------------
 
 
 def select_user(auth0_user):
     now = utcnow()
     metadata = auth0_user.get("user_metadata") or {}
-    with writing() as state:
-        row = User.get_or_none(User.id == (metadata.get("global_id") or profile_id_for(auth0_user["user_id"])))
+    user_id = metadata.get("global_id") or profile_id_for(auth0_user["user_id"])
+
+    def job(state):
+        row = find_row(user_id)
         stored = decode_profile(row.document) if row else None
         profile = profile_from_auth0(auth0_user, stored, now)
         carry_beta(profile, stored)
         text = save(profile, row, subject=auth0_user.get("user_id"))
         state.current = profile["id"]
         record(state, "select", profile["id"], current=text)
-    return text
+        return text
+
+    return write(job)
 
 
 def clear_user():
-    with writing() as state:
+    def job(state):
         if state.current is not None:
             previous, state.current = state.current, None
             record(state, "clear", previous, current="null")
 
+    write(job)
+
 
 def refresh_user():
     """Re-announce the signed-in user's stored profile to every subscriber."""
-    with writing() as state:
+    def job(state):
         row = current_row(state)
         record(state, "refresh", row.id, current=row.document)
-    return row.document
+        return row.document
+
+    return write(job)
 
 
 def update_user(profile):
-    with writing() as state:
+    def job(state):
         row = get_row(profile["id"])
         stored = decode_kept_fields(row.document)
         if "created" in stored:
@@ -193,12 +180,15 @@ def update_user(profile):
         carry_beta(profile, stored)
         text = save(profile, row)
         record(state, "update", row.id, current=text if row.id == state.current else None)
-    return text
+        return text
+
+    return write(job)
 
 
 def set_beta_status(status):
     vision = (status.get("auth0") or {}).get("vision")
-    with writing() as state:
+
+    def job(state):
         row = current_row(state, status["user"])
         profile = decode_profile(row.document)
         auth0 = profile.setdefault("auth0", {"global_id": profile["id"]})
@@ -207,7 +197,9 @@ def set_beta_status(status):
         else:
             auth0["beta"] = vision
         record(state, "beta", row.id, current=save(profile, row))
-    stored = {"user": row.id, "auth0": {"vision": vision} if vision else {}}
+        return row.id
+
+    stored = {"user": write(job), "auth0": {"vision": vision} if vision else {}}
     return json.dumps(user_beta_status.dump(stored), separators=(",", ":"))
 
 
@@ -217,7 +209,8 @@ def update_vanity(request_profile, cloud_domain):
         raise Problem(400, "vanityname must be a DNS label: 1 to 63 of a-z, 0-9 and '-', "
                            "not starting or ending with '-'.",
                       invalid_params=[{"name": "vanityname", "reason": "not a valid DNS label"}])
-    with writing() as state:
+
+    def job(state):
         row = current_row(state, request_profile["id"])
         profile = decode_profile(row.document)
         allocation = profile.get("allocation")
@@ -230,48 +223,53 @@ def update_vanity(request_profile, cloud_domain):
         }
         text = save(profile, row)
         record(state, "vanity", row.id, current=text)
-    return text
+        return text
+
+    return write(job)
 
 
 def authenticate_from_claims(claims):
     subject = claims["sub"]
-    with writing() as state:
-        row = (User.get_or_none(User.subject == subject)
-               or User.get_or_none(User.id == profile_id_for(subject)))
+
+    def job(state):
+        known = User.get_or_none(User.subject == subject)
+        row = find_row(known.id if known else profile_id_for(subject))
         stored = decode_profile(row.document) if row else None
         profile = profile_from_claims(claims, stored, utcnow())
         text = save(profile, row, subject=subject)
         record(state, "token", profile["id"], current=text if profile["id"] == state.current else None)
-    return text
+        return text
+
+    return write(job)
 
 
 def disconnect_user(user_id):
-    with writing() as state:
-        row = get_row(user_id)
+    def job(state):
+        get_row(user_id)
         BetaStatus.delete().where(BetaStatus.user == user_id).execute()
-        row.delete_instance()
+        User.delete().where(User.id == user_id).execute()
         was_current = state.current == user_id
         if was_current:
             state.current = None
         record(state, "disconnect", user_id, current="null" if was_current else None)
+
+    write(job)
     return list_users()
 
 
 # --- reads --------------------------------------------------------------------------------
-# The hot reads are precompiled SQL (Peewee's query building costs more than the query) and
-# are served from memory while the state row's seq is unchanged: every change, committed by
-# any process, advances that seq in its own transaction. Identifiers are quoted the way both
-# SQLite and PostgreSQL accept.
+# The hot reads are precompiled SQL and are served from memory while the database's commit
+# marker is unchanged (db.commit_marker: it moves after every commit, in any process,
+# before the writer is answered).
 
-LAST_SEQ_SQL = 'SELECT "seq" FROM "state" WHERE "id" = 1'
 CURRENT_SQL = ('SELECT "users"."document" FROM "state" '
                'JOIN "users" ON "users"."id" = "state"."current" WHERE "state"."id" = 1')
-USER_SQL = 'SELECT "document" FROM "users" WHERE "id" = %s'
+USER_SQL = 'SELECT "document" FROM "users" WHERE "id" = {p}'
 
 
 class ReadCache:
-    """Documents read at one seq of one database. A document read after the seq was may be
-    newer than the seq, never older, so nothing stale is ever served from here."""
+    """Documents read after the database's commit marker was `key`. A document read after the
+    marker was read may be newer than the marker, never older: nothing stale is served."""
 
     def __init__(self, key):
         self.key = key
@@ -282,15 +280,15 @@ class ReadCache:
 _cache = ReadCache(None)
 
 
-def fetch_one(sql, params=()):
-    row = database.execute_sql(sql, params).fetchone()
+def fetch_one(template, params=()):
+    row = database.execute_sql(sql(template), params).fetchone()
     return row[0] if row else None
 
 
 def read_cache():
-    """This process's cache for the database's present seq (a fresh one after any change)."""
+    """This process's cache for the present commit marker (a fresh one after any commit)."""
     global _cache
-    key = (database.obj, fetch_one(LAST_SEQ_SQL))
+    key = (database.obj, db.commit_marker())
     if _cache.key != key:
         _cache = ReadCache(key)
     return _cache
@@ -298,23 +296,23 @@ def read_cache():
 
 def current_profile():
     """The current user's profile JSON, or "null"."""
-    with database.connection_context():
-        cache = read_cache()
-        if cache.current is None:
+    cache = read_cache()
+    if cache.current is None:
+        with database.connection_context():
             cache.current = fetch_one(CURRENT_SQL) or "null"
-        return cache.current
+    return cache.current
 
 
 def get_user(user_id):
-    with database.connection_context():
-        cache = read_cache()
-        document = cache.users.get(user_id)
+    cache = read_cache()
+    document = cache.users.get(user_id)
+    if document is None:
+        with database.connection_context():
+            document = fetch_one(USER_SQL, (user_id,))
         if document is None:
-            document = fetch_one(USER_SQL % database.param, (user_id,))
-            if document is None:
-                raise Problem(404, "No user with id %r on this device." % user_id)
-            cache.users[user_id] = document
-        return document
+            raise Problem(404, "No user with id %r on this device." % user_id)
+        cache.users[user_id] = document
+    return document
 
 
 def list_users():
@@ -325,7 +323,7 @@ def list_users():
 
 def last_seq():
     with database.connection_context():
-        return fetch_one(LAST_SEQ_SQL)
+        return fetch_one(db.LAST_SEQ_SQL)
 
 
 def changes_after(seq, up_to):

@@ -13,7 +13,7 @@ import threading
 
 from flask import current_app
 
-from . import db, store
+from . import commits, db, store
 from .errors import Problem
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,16 @@ class Unavailable(Problem):
 
     def __init__(self, detail):
         super().__init__(503, detail, headers={"Retry-After": "5"})
+
+
+class Event(collections.namedtuple("Change", "seq state")):
+    """One committed state as every subscriber receives it: the same object, its JSON and its
+    Server-Sent Events frame encoded once, however many subscribers send it."""
+
+    def __new__(cls, seq, state):
+        event = super().__new__(cls, seq, state)
+        event.sse = ("id: %d\ndata: %s\n\n" % (seq, state)).encode()
+        return event
 
 
 class Subscription:
@@ -57,7 +67,7 @@ class Subscription:
         self.arrived.set()
 
     def next(self, timeout):
-        """The next (seq, state) change, None after `timeout` seconds without one (or once
+        """The next Event, None after `timeout` seconds without one (or once
         lagging), CLOSED when the hub has shut down."""
         if not (self.events or self.closed or self.lagging):
             self.arrived.wait(timeout)
@@ -80,10 +90,11 @@ class Hub:
     def publish(self, seq, state):
         """Deliver one committed state to every subscriber, under the lock so a new
         subscriber either starts after it or receives it: never both, never neither."""
+        event = Event(seq, state)
         with self.lock:
             self.latest = (seq, state)
             for subscription in self.subscribers:
-                subscription.offer((seq, state))
+                subscription.offer(event)
             self.moved.notify_all()
 
     def advance(self, seq):
@@ -148,7 +159,7 @@ class Listener:
         self.seq = None  # the last seq read from the log
         self.stopping = False
 
-    def wake(self, seq=None):
+    def wake(self):
         self.wakeup.set()
 
     def stop(self):
@@ -226,7 +237,7 @@ def init_app(app):
         # worker's exit (threading.Thread is looked up here, after gevent has patched it).
         "thread_class": functools.partial(threading.Thread, daemon=True),
     })
-    store.on_commit = listener.wake
+    commits.on_commit = listener.wake
 
 
 def feed():

@@ -54,7 +54,7 @@ def websocket_stream(ws):
                 subscription = hub.resubscribe(subscription)
                 ws.send(subscription.state)
             elif event is not None:
-                ws.send(event[1])
+                ws.send(event.state)
     finally:
         hub.unsubscribe(subscription)
 
@@ -87,21 +87,17 @@ def event_stream():
         try:
             yield "retry: %d\n\n" % SSE_RETRY_MS
             for seq, state in backlog:
-                yield sse_event(seq, state)
+                yield stream.Event(seq, state).sse
             while True:
                 event = subscription.next(heartbeat)
                 if event is stream.CLOSED or subscription.lagging:
                     return  # a lagging client reconnects with Last-Event-ID and misses nothing
-                yield ": keep-alive\n\n" if event is None else sse_event(*event)
+                yield ": keep-alive\n\n" if event is None else event.sse
         finally:
             hub.unsubscribe(subscription)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return Response(events(), mimetype="text/event-stream", headers=headers)
-
-
-def sse_event(seq, state):
-    return "id: %d\ndata: %s\n\n" % (seq, state)
 
 
 def resume_backlog(subscription, last_event_id):
