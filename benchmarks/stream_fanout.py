@@ -113,6 +113,7 @@ async def run(base, server, protocol, count, updates):
                 committed[name] = time.perf_counter()
             await asyncio.sleep(0.2)
         await asyncio.sleep(2)
+        dropped = sum(task.done() for task in tasks)  # a stream that ended early: an error
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -123,7 +124,7 @@ async def run(base, server, protocol, count, updates):
                 latencies.append((subscriber.arrivals[name] - at) * 1000)
             else:
                 missing += 1
-    return latencies, missing, (rss_after - rss_before) / count
+    return latencies, missing, dropped, (rss_after - rss_before) / count
 
 
 def percentile(values, fraction):
@@ -138,23 +139,23 @@ def main():
     parser.add_argument("--updates", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    print("%-10s %6s %9s %9s %9s %8s %14s" % ("protocol", "subs", "p50 ms", "p99 ms", "max ms", "missed",
-                                              "KB/idle sub"))
+    print("%-10s %6s %9s %9s %9s %8s %8s %14s" % ("protocol", "subs", "p50 ms", "p99 ms", "max ms", "missed",
+                                                   "dropped", "KB/idle sub"))
     for protocol in args.protocols:
         for count in args.subscribers:
             with tempfile.TemporaryDirectory() as database_dir:
                 port = free_port()
                 server = start_server(port, args.workers, database_dir)
                 try:
-                    latencies, missing, rss_per_subscriber = asyncio.run(asyncio.wait_for(
+                    latencies, missing, dropped, rss_per_subscriber = asyncio.run(asyncio.wait_for(
                         run("http://127.0.0.1:%d" % port, server, protocol, count, args.updates),
                         DEADLINE_SECONDS))
                 finally:
                     server.terminate()
                     server.wait(20)
-            print("%-10s %6d %9.1f %9.1f %9.1f %8d %14.1f" % (
+            print("%-10s %6d %9.1f %9.1f %9.1f %8d %8d %14.1f" % (
                 protocol, count, statistics.median(latencies), percentile(latencies, 0.99), max(latencies),
-                missing, rss_per_subscriber), flush=True)
+                missing, dropped, rss_per_subscriber), flush=True)
 
 
 if __name__ == "__main__":

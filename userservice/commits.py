@@ -92,8 +92,7 @@ class GroupCommit:
         with self.turn:
             if not pending.done:
                 if self.yield_first:
-                    time.sleep(0)  # gevent's: writers that are ready queue now, not while it
-                    # holds the database (their requests are read meanwhile, the lock is not)
+                    time.sleep(0)  # gevent's: ready writers queue before the database is held
                 self.commit()
         return pending.outcome()
 

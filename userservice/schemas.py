@@ -313,13 +313,21 @@ def encode_profile(profile):
     return json.dumps(user_profile.dump(profile), separators=(",", ":"), ensure_ascii=False)
 
 
-KEPT_ON_UPDATE = UserProfileSchema(only=("created", "auth0"), partial=True)
+stored_timestamp = GroupedTimestampSchema()
+stored_range = AnonymousTemporalRangeSchema()
 
 
 def decode_kept_fields(text):
-    """Only what an update keeps from the stored profile (`created`, beta), without paying
-    to load the whole document."""
-    return KEPT_ON_UPDATE.load(json.loads(text))
+    """Only what an update keeps from the stored profile, `created` and `auth0.beta`, loaded
+    by their own small schemas: loading the whole document would cost several times more."""
+    stored = json.loads(text)
+    kept = {}
+    if "created" in stored:
+        kept["created"] = stored_timestamp.load(stored["created"])
+    beta = (stored.get("auth0") or {}).get("beta")
+    if beta is not None:
+        kept["auth0"] = {"beta": stored_range.load(beta)}
+    return kept
 
 
 def decode_profile(text):

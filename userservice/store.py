@@ -61,9 +61,7 @@ def stamp(profile, key):
 
 
 def save(profile, row=None, subject=None):
-    """Write a profile (insert or replace) and the beta index derived from it; returns its JSON.
-
-    Checks come first: a job that raises has written nothing (see commits.run_job)."""
+    """Write a profile (insert or replace) and the beta index derived from it; returns its JSON."""
     text = encode_profile(profile)
     username_key = lower_or_none(profile.get("username"))
     vanityname_key = lower_or_none(profile.get("vanityname"))
