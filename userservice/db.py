@@ -128,8 +128,8 @@ def init_app(app):
         app.register_error_handler(error_class, handle_database_error)
     if app.config["MIGRATE_ON_START"]:
         migrate()
-    count_commit()  # whatever was written before this process started (a migration, a
-    # writer killed between its commit and its count) must not hide behind a read cache
+    count_commit()  # a writer killed between its commit and its count must not leave that
+    # commit hidden behind the other processes' read caches
 
 
 class Unavailable(Problem):
@@ -412,5 +412,6 @@ def migrate():
     with migration_lock(), database.connection_context():
         applied = Runner(database.obj, MIGRATIONS_DIR, schema=current_schema()).up()
     if applied:
+        count_commit()  # what a migration wrote must not hide behind running servers' caches
         log.info("applied migrations: %s", ", ".join(applied))
     return applied
