@@ -31,7 +31,7 @@ class Unavailable(Problem):
         super().__init__(503, detail, headers={"Retry-After": "5"})
 
 
-class Event(collections.namedtuple("Change", "seq state")):
+class Event(collections.namedtuple("Event", "seq state")):
     """One committed state as every subscriber receives it: the same object, its JSON and its
     Server-Sent Events frame encoded once, however many subscribers send it."""
 
