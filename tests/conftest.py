@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import uuid
@@ -155,3 +156,32 @@ def serve():
     yield start
     for server in servers:
         server.stop()
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from userservice import create_app, schemas, store
+    app = create_app({"DATABASE_URL": sys.argv[1]})
+    with app.app_context():
+        print("ready", flush=True)
+        for line in sys.stdin:
+            store.select_user(schemas.auth0_user.load({"user_id": line.strip(), "name": line.strip()}))
+            print("acknowledged", flush=True)
+""")
+
+
+@pytest.fixture
+def other_process(database_url):
+    """A second process with its own app on the same database, writing when asked."""
+    process = subprocess.Popen([sys.executable, "-c", WRITER, database_url], text=True,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert process.stdout.readline() == "ready\n"
+
+    def select(user_id):
+        process.stdin.write(user_id + "\n")
+        process.stdin.flush()
+        assert process.stdout.readline() == "acknowledged\n"
+
+    yield select
+    process.stdin.close()
+    process.wait(10)

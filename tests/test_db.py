@@ -144,3 +144,37 @@ def test_connect_makes_psycopg_wait_through_gevent_when_gevent_patched():
     output = subprocess.run([sys.executable, "-c", GEVENT_WORKER], capture_output=True, text=True,
                             timeout=60, check=True).stdout
     assert output.strip() not in ("", "wait_c")
+
+
+def pooled_connections_settings(app, count, query):
+    """Run `query` on `count` connections of the app's pool, all open at once."""
+    results, opened, release = [], threading.Barrier(count + 1), threading.Event()
+
+    def hold():
+        with db.database.connection_context():
+            results.append(db.database.execute_sql(query).fetchone())
+            opened.wait(WAIT_GUARD_SECONDS)
+            release.wait(WAIT_GUARD_SECONDS)
+
+    threads = [threading.Thread(target=hold) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    opened.wait(WAIT_GUARD_SECONDS)
+    release.set()
+    for thread in threads:
+        thread.join(WAIT_GUARD_SECONDS)
+    return results
+
+
+SQLITE_SETTINGS = "SELECT * FROM pragma_journal_mode, pragma_synchronous, pragma_foreign_keys, pragma_busy_timeout"
+DURABLE_SQLITE = ("wal", 2, 1, 10000)  # synchronous=2 is FULL: every commit is flushed to disk
+
+
+def test_every_pooled_connection_runs_with_durable_settings(app):
+    """A missing flush is invisible to a SIGKILL test: check what each connection runs with."""
+    if db.is_sqlite():
+        assert pooled_connections_settings(app, 3, SQLITE_SETTINGS) == [DURABLE_SQLITE] * 3
+    else:
+        settings = pooled_connections_settings(app, 3, "SELECT current_setting('synchronous_commit'), "
+                                                       "current_setting('fsync'), current_schema()")
+        assert settings == [("on", "on", schema_of(app.config["DATABASE_URL"]))] * 3

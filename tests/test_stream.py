@@ -367,3 +367,94 @@ def test_hub_gives_every_subscriber_one_event_encoded_once():
     event = first.next(0)
     assert second.next(0) is event
     assert event.sse == b'id: 7\ndata: {"id":"u"}\n\n'
+
+
+# --- what the redesign must not break: lag, catch-up before the first event, pruned edges ---
+
+
+def read_to_the_end(reader):
+    """Every event until the server ends the stream; fails if it is still open after
+    WAIT_SECONDS (heartbeats only)."""
+    events = []
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            events.append(reader.next_event())
+        except StopIteration:
+            return events
+    raise AssertionError("the stream did not end within %ss" % WAIT_SECONDS)
+
+
+@pytest.fixture
+def small_queues(app_config):
+    app_config.update(STREAM_QUEUE_SIZE=2)
+
+
+def test_stream_sse_lagging_subscriber_is_ended_and_resumes_without_a_gap(small_queues, client, app, open_stream):
+    profile = select(client)
+    reader = open_stream()
+    seen = [reader.next_event()]
+    for number in range(6):  # more than the queue holds, while the reader reads nothing
+        update(client, {**profile, "username": "lag-%d" % number})
+    seen += read_to_the_end(reader)
+    resumed = open_stream(**{"Last-Event-ID": str(seen[-1][0])})
+    while seen[-1][0] < last_seq(app):
+        seen.append(resumed.next_event())
+    assert [seq for seq, _ in seen] == list(range(seen[0][0], last_seq(app) + 1))
+    assert seen[-1] == current_event(client)
+
+
+@pytest.fixture
+def slow_polling(app_config):
+    """The listener would not look at the log by itself for a long while (SQLite)."""
+    app_config.update(STREAM_POLL_INTERVAL=30)
+
+
+def test_stream_first_event_has_every_write_acknowledged_before_it_connected(
+        slow_polling, client, app, open_stream, other_process):
+    open_stream().next_event()  # the listener is running and has read the log
+    other_process("auth0|elsewhere")
+    seq, data = open_stream().next_event()
+    assert (seq, data) == current_event(client)
+    assert json.loads(data)["name"] == "auth0|elsewhere"
+
+
+def pruned_log(client, app):
+    """Ten changes of the current user with a log that keeps three: (oldest kept, last)."""
+    make_changes(client, 10)
+    with app.app_context():
+        last, oldest, _state = stream.store.log_position()
+    assert 1 < oldest < last
+    return oldest, last
+
+
+def test_stream_sse_resume_at_the_edge_of_a_pruned_log_gets_every_kept_change(short_log, client, app, open_stream):
+    oldest, last = pruned_log(client, app)
+    reader = open_stream(**{"Last-Event-ID": str(oldest - 1)})  # its next change is still kept
+    assert [reader.next_event()[0] for _ in range(oldest, last + 1)] == list(range(oldest, last + 1))
+
+
+def test_stream_sse_resume_one_past_the_edge_starts_from_current_state(short_log, client, app, open_stream):
+    oldest, last = pruned_log(client, app)
+    reader = open_stream(**{"Last-Event-ID": str(oldest - 2)})  # its next change was pruned
+    assert reader.next_event() == current_event(client)
+
+
+def drain(subscription):
+    events = []
+    while (event := subscription.next(0)) is not None:
+        events.append(event)
+    return events
+
+
+@pytest.mark.parametrize("behind, announces_current_state", [(1, False), (2, True)])
+def test_listener_at_the_edge_of_a_pruned_log(short_log, client, app, behind, announces_current_state):
+    oldest, last = pruned_log(client, app)
+    listener = stream.Listener(stream.Hub(), poll_interval=0.01)
+    with app.app_context():
+        listener.catch_up()
+        subscription = listener.hub.subscribe(64, limit=10)
+        listener.seq = oldest - behind  # as if this process had read the log up to there
+        listener.catch_up()
+    expected = [last] if announces_current_state else list(range(oldest, last + 1))
+    assert [event.seq for event in drain(subscription)] == expected

@@ -426,3 +426,38 @@ def test_stream_sigterm_ends_open_streams_well_before_graceful_timeout(serve, da
     assert time.monotonic() - started < 5
     for subscriber in subscribers:
         assert subscriber.ended.wait(WAIT_SECONDS)
+
+
+# --- what the redesign must not break ---------------------------------------------------------
+
+
+def test_stream_websocket_lagging_subscriber_is_sent_the_latest_state(serve, database_url):
+    """A subscriber that reads nothing while many large changes pass falls behind its queue;
+    when it reads again it must reach the latest state, not stall on an old one."""
+    server = serve(database_url, workers=1, extra_env={"USERSERVICE_STREAM_QUEUE_SIZE": "2"})
+    profile = post(server, "/user/select", {"user_id": "auth0|lag"})
+    ws = websocket.create_connection(server.url.replace("http", "ws") + "/user/stream", timeout=WAIT_SECONDS,
+                                     sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+    try:
+        ws.recv()
+        updates = 200  # 200 x 32 KB: more than the kernel's buffers and the queue together
+        for number in range(updates):
+            post(server, "/user/update", {**profile, "picture": "p" * 16000, "name": "%d-%s" % (number, "n" * 16000)})
+        final, frames = current_text(server), 0
+        while (frame := ws.recv()) != final:
+            frames += 1
+        assert frames < updates - 1  # it did fall behind: some states were skipped
+    finally:
+        ws.close()
+
+
+def test_stream_websocket_shutdown_closes_with_going_away(serve, database_url):
+    server = serve(database_url, workers=1)
+    connection, reader = raw_websocket(server)
+    with connection:
+        assert read_frame(reader) == (0x1, b"null")
+        server.process.send_signal(signal.SIGTERM)
+        while (frame := read_frame(reader)) is not None and frame[0] != 0x8:
+            pass
+    assert frame is not None, "the connection ended without a close frame"
+    assert int.from_bytes(frame[1][:2], "big") == 1001

@@ -3,6 +3,7 @@
 Both carry the same bytes: the current UserProfile as JSON, or `null` when nobody is signed in.
 """
 import socket
+import threading
 
 from flask import Blueprint, Response, current_app, g, request
 from flask_sock import Sock
@@ -24,7 +25,32 @@ def admit():
     # permessage-deflate costs ~90 KB per connection for frames of a few hundred bytes:
     # without the offer, simple-websocket does not negotiate it.
     request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+    for key in SERVER_SOCKETS:
+        if key in request.environ:
+            request.environ[key] = WholeFrames(request.environ[key])
     g.subscription = stream.subscribe()
+
+
+SERVER_SOCKETS = ("gunicorn.socket", "werkzeug.socket")  # where simple-websocket finds it
+
+
+class WholeFrames:
+    """The connection's socket as simple-websocket uses it, except that `send` sends every
+    byte, one caller at a time. simple-websocket 1.1 calls `send` once per frame: when a slow
+    peer's buffers are full the kernel takes part of it and the rest is lost, tearing the
+    frame (its issue #45); and its reader thread answers pings on the same socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.sending = threading.Lock()
+
+    def send(self, data):
+        with self.sending:
+            self.sock.sendall(data)
+        return len(data)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
 
 
 @bp.teardown_request
