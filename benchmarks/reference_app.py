@@ -2,7 +2,7 @@
 
 `GET /fixed` returns a fixed 1 KB JSON body from memory: the cost of the stack alone.
 `POST /update` does one bare Peewee UPDATE per request, on the same pooled SQLite settings
-as userservice (`userservice.db.connect`): the cost of one durable write.
+as userservice (`userservice.storage.connect`): the cost of one durable write.
 """
 import json
 import os
@@ -10,7 +10,7 @@ import os
 from flask import Flask, Response, request
 from peewee import IntegerField, Model, TextField
 
-from userservice.db import connect
+from userservice.storage import connect
 
 FIXED_BODY = json.dumps({"user": {"id": "0" * 36, "name": "x" * 900, "aesthetics": {}}})
 database = connect(os.environ["REFERENCE_DATABASE_URL"])

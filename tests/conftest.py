@@ -14,9 +14,9 @@ import psycopg
 import pytest
 import requests
 
-from userservice import create_app
-from userservice.db import database
+from userservice import create_app, extension, migrate
 
+EVENT_WAIT_SECONDS = 10  # how long a stream reader waits for an event before failing
 POSTGRES_URL = os.environ.get("USERSERVICE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgres"]
 
@@ -32,8 +32,7 @@ def postgres_connection():
         pytest.skip(message)
 
 
-@pytest.fixture
-def postgres_url(request):
+def fresh_postgres_url(request):
     """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""
     schema = "test_" + uuid.uuid4().hex[:12]
     with postgres_connection() as connection:
@@ -48,6 +47,11 @@ def postgres_url(request):
 
 
 @pytest.fixture
+def postgres_url(request):
+    return fresh_postgres_url(request)
+
+
+@pytest.fixture
 def sqlite_url(tmp_path):
     return "sqlite:///%s" % (tmp_path / "userservice.db")
 
@@ -55,6 +59,14 @@ def sqlite_url(tmp_path):
 @pytest.fixture(params=BACKENDS)
 def database_url(request):
     return request.getfixturevalue("%s_url" % request.param)
+
+
+@pytest.fixture
+def second_database_url(request, database_url, tmp_path):
+    """Another empty database on the same backend as `database_url`."""
+    if database_url.startswith("sqlite"):
+        return "sqlite:///%s" % (tmp_path / "second.db")
+    return fresh_postgres_url(request)
 
 
 @pytest.fixture
@@ -71,14 +83,63 @@ def app(app_config):
 
 
 def discard(app):
-    """Stop the app's change listener before closing the pool it reads through."""
-    app.extensions["userservice.feed"].close()
-    database.close_all()
+    """Stop the app's change-log follower, then close the pool it reads through."""
+    parts(app).close()
+
+
+def parts(app):
+    """Everything the app owns: its storage, change log, follower, hub, caches."""
+    return app.extensions[extension.EXTENSION]
+
+
+@pytest.fixture
+def service(app):
+    return parts(app)
+
+
+def dump_database(app):
+    """Every row of every table, to prove that a refused request wrote nothing."""
+    storage = parts(app).storage
+    schema = migrate.current_schema(storage)
+    with storage.connection():
+        return {table: storage.database.execute_sql('SELECT * FROM "%s" ORDER BY 1' % table).fetchall()
+                for table in storage.database.get_tables(schema=schema)}
 
 
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+class EventReader:
+    """Reads a text/event-stream body from the Flask test client, event by event."""
+
+    def __init__(self, response):
+        self.response = response
+        self.chunks = iter(response.response)
+        self.buffer = ""
+        self.retry = None
+
+    def next_event(self):
+        """The next (id, data) event; fails after EVENT_WAIT_SECONDS of heartbeats only."""
+        deadline = time.monotonic() + EVENT_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            block, separator, rest = self.buffer.partition("\n\n")
+            if not separator:
+                self.buffer += next(self.chunks).decode()
+                continue
+            self.buffer = rest
+            fields = dict(line.split(": ", 1) for line in block.split("\n") if not line.startswith(":"))
+            if not fields:  # a heartbeat comment
+                continue
+            if "retry" in fields:
+                self.retry = int(fields["retry"])
+            else:
+                return int(fields["id"]), fields["data"]
+        raise AssertionError("no event within %ss" % EVENT_WAIT_SECONDS)
+
+    def close(self):
+        self.response.close()
 
 
 def free_port():

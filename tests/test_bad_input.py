@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from userservice import db
+from conftest import dump_database
 
 AESTHETICS = {"theme": {"dark": True}, "font": {"size": 12}}
 ALLOCATION = {"id": "a", "user": "u", "project": "p", "status": {"cloud": "RUNNING"},
@@ -26,14 +26,6 @@ def seeded(client):
     return me["id"]
 
 
-def dump_database():
-    """Every row of every table, to prove a failed request wrote nothing."""
-    with db.database.connection_context():
-        tables = db.database.get_tables(schema=db.current_schema())
-        return {table: db.database.execute_sql('SELECT * FROM "%s" ORDER BY 1' % table).fetchall()
-                for table in tables}
-
-
 def with_id(value, user_id):
     """The body with ME replaced by the signed-in user's id."""
     return json.loads(json.dumps(value).replace(json.dumps(ME), json.dumps(user_id)))
@@ -53,34 +45,34 @@ def assert_problem(response, status, field=None):
 @pytest.mark.parametrize("raw", ["{", '{"id": }', "[1, 2", "nul", '{"a": 1} trailing', "\xff"],
                          ids=["unclosed", "no value", "unclosed array", "bad literal", "trailing", "not utf-8"])
 def test_malformed_json_is_400(client, seeded, path, raw):
-    before = dump_database()
+    before = dump_database(client.application)
     response = client.post(path, data=raw.encode("latin-1"), content_type="application/json")
     assert_problem(response, 400)
-    assert dump_database() == before
+    assert dump_database(client.application) == before
 
 
 @pytest.mark.parametrize("path", BODY_ENDPOINTS)
 @pytest.mark.parametrize("raw", ["[]", "null", "3", '"text"', ""], ids=["array", "null", "number", "string", "empty"])
 def test_body_that_is_not_an_object_is_400(client, seeded, path, raw):
-    before = dump_database()
+    before = dump_database(client.application)
     assert_problem(client.post(path, data=raw, content_type="application/json"), 400)
-    assert dump_database() == before
+    assert dump_database(client.application) == before
 
 
 @pytest.mark.parametrize("path", BODY_ENDPOINTS)
 def test_body_over_max_content_length_is_413(client, app, seeded, path):
-    before = dump_database()
+    before = dump_database(client.application)
     padding = "x" * (app.config["MAX_CONTENT_LENGTH"] + 1)
     assert_problem(client.post(path, data=json.dumps({"user_id": padding}), content_type="application/json"), 413)
-    assert dump_database() == before
+    assert dump_database(client.application) == before
 
 
 @pytest.mark.parametrize("path", BODY_ENDPOINTS)
 def test_body_not_sent_as_json_is_4xx(client, seeded, path):
-    before = dump_database()
+    before = dump_database(client.application)
     response = client.post(path, data="user_id=x", content_type="application/x-www-form-urlencoded")
     assert_problem(response, 415)
-    assert dump_database() == before
+    assert dump_database(client.application) == before
 
 
 INVALID_BODIES = [
@@ -130,9 +122,9 @@ INVALID_BODIES = [
 @pytest.mark.parametrize("path, body, field", INVALID_BODIES,
                          ids=["%s:%s" % (path, field) for path, _body, field in INVALID_BODIES])
 def test_invalid_body_is_400_naming_the_field(client, seeded, path, body, field):
-    before = dump_database()
+    before = dump_database(client.application)
     assert_problem(client.post(path, json=with_id(body, seeded)), 400, field)
-    assert dump_database() == before
+    assert dump_database(client.application) == before
 
 
 UNKNOWN_IDS = [
@@ -147,9 +139,9 @@ UNKNOWN_IDS = [
 
 @pytest.mark.parametrize("method, path, body, status", UNKNOWN_IDS, ids=[row[1][:40] for row in UNKNOWN_IDS])
 def test_unknown_id_is_refused(client, seeded, method, path, body, status):
-    before = dump_database()
+    before = dump_database(client.application)
     assert_problem(client.open(path, method=method, json=body), status)
-    assert dump_database() == before
+    assert dump_database(client.application) == before
 
 
 @pytest.mark.parametrize("body, status, field", [
@@ -158,9 +150,9 @@ def test_unknown_id_is_refused(client, seeded, method, path, body, status):
 ])
 def test_conflicting_name_is_409_and_writes_nothing(client, seeded, body, status, field):
     path = "/user/update" if "aesthetics" in body else "/user/update/vanity"
-    before = dump_database()
+    before = dump_database(client.application)
     assert_problem(client.post(path, json=with_id(body, seeded)), status, field)
-    assert dump_database() == before
+    assert dump_database(client.application) == before
 
 
 @pytest.mark.parametrize("path", BODY_ENDPOINTS)

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from conftest import RunningServer, free_port
-from userservice import db
+from userservice import storage
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -25,7 +25,7 @@ def run_cli(database_url, *args):
 def test_migrate_applies_migrations_then_nothing(database_url):
     first = run_cli(database_url, "migrate")
     assert "applied: 0001_initial" in first
-    assert "database: %s" % db.describe(database_url) in first
+    assert "database: %s" % storage.describe(database_url) in first
     assert "applied: nothing" in run_cli(database_url, "migrate")
 
 
@@ -38,7 +38,7 @@ def test_version_option_prints_the_version():
 def test_serve_prints_the_database_and_answers_health(serve, database_url):
     server = serve(database_url)
     assert requests.get(server.url + "/.well-known/health", timeout=30).text == "ok"
-    assert "database: %s" % db.describe(database_url) in server.stop()
+    assert "database: %s" % storage.describe(database_url) in server.stop()
 
 
 def test_serve_workers_started_at_once_on_a_fresh_database_all_come_up(database_url):

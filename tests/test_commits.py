@@ -5,42 +5,45 @@ import time
 
 import pytest
 
-from userservice import commits, db
-from userservice.db import database
-from userservice.errors import Problem
-from userservice.models import Change, State
+from userservice import commits
+from userservice.problems import Problem
 
 
 @pytest.fixture
-def group(app):
-    with app.app_context():
-        yield app.extensions["userservice.commits"]
+def transactions():
+    """One entry per committed transaction: the group commit's on_commit appends it."""
+    return []
 
 
 @pytest.fixture
-def transactions(monkeypatch):
-    """How many transactions committed: commits.on_commit is called once after each."""
-    committed = []
-    monkeypatch.setattr(commits, "on_commit", lambda: committed.append(True))
-    return committed
+def group(service, transactions):
+    """A group commit on the app's database, built with an on_commit that counts."""
+    return commits.GroupCommit(service.storage, service.change_log,
+                               on_commit=lambda: transactions.append(True))
 
 
-def logged():
-    with database.connection_context():
-        return list(Change.select(Change.seq, Change.kind).order_by(Change.seq).tuples())
+@pytest.fixture
+def logged(service):
+    """The change log as (seq, kind), oldest first."""
+    Change = service.storage.models.Change
+
+    def read():
+        with service.storage.connection():
+            return list(Change.select(Change.seq, Change.kind).order_by(Change.seq).tuples())
+    return read
 
 
-def state_seq():
-    with database.connection_context():
-        return State.get(State.id == 1).seq
+@pytest.fixture
+def state_seq(service):
+    return service.change_log.last_seq
 
 
 def recording(kind, fail=False):
-    def job(state):
-        commits.record(state, kind, None)
+    def job(head):
+        head.record(kind, None)
         if fail:
             raise Problem(409, "%s conflicts" % kind)
-        return state.seq
+        return head.seq
     return job
 
 
@@ -67,7 +70,7 @@ def run_queued(app, group, jobs):
     return outcomes
 
 
-def test_group_commit_queued_writes_share_one_transaction(app, group, transactions):
+def test_group_commit_queued_writes_share_one_transaction(app, group, transactions, logged, state_seq):
     outcomes = run_queued(app, group, {name: recording(name) for name in ("a", "b", "c")})
     assert len(transactions) == 1
     assert sorted(outcomes.values()) == [1, 2, 3]
@@ -75,7 +78,7 @@ def test_group_commit_queued_writes_share_one_transaction(app, group, transactio
     assert state_seq() == 3
 
 
-def test_group_commit_failed_job_leaves_the_others_in_the_batch_committed(app, group, transactions):
+def test_group_commit_failed_job_leaves_the_others_in_the_batch_committed(app, group, transactions, logged, state_seq):
     jobs = {"a": recording("a"), "bad": recording("bad", fail=True), "c": recording("c")}
     outcomes = run_queued(app, group, jobs)
     assert len(transactions) == 1
@@ -85,15 +88,15 @@ def test_group_commit_failed_job_leaves_the_others_in_the_batch_committed(app, g
     assert sorted((outcomes["a"], outcomes["c"])) == [1, 2] and state_seq() == 2
 
 
-def test_group_commit_lone_failed_job_writes_nothing(app, group, transactions):
+def test_group_commit_lone_failed_job_writes_nothing(app, group, transactions, logged, state_seq):
     with pytest.raises(Problem):
         group.run(recording("bad", fail=True))
     assert transactions == [] and logged() == [] and state_seq() == 0
 
 
-def test_group_commit_transaction_that_fails_fails_every_job_and_writes_nothing(app, group, transactions):
-    def ends_the_transaction(state):
-        database.execute_sql("ROLLBACK")  # so its savepoint cannot be released
+def test_group_commit_transaction_that_fails_fails_every_job_and_writes_nothing(app, group, transactions, logged, state_seq):
+    def ends_the_transaction(head):
+        group.storage.database.execute_sql("ROLLBACK")  # so its savepoint cannot be released
 
     outcomes = run_queued(app, group, {"a": recording("a"), "breaks": ends_the_transaction,
                                        "b": recording("b")})
@@ -101,7 +104,7 @@ def test_group_commit_transaction_that_fails_fails_every_job_and_writes_nothing(
     assert transactions == [] and logged() == [] and state_seq() == 0
 
 
-def test_group_commit_many_threads_every_write_once_and_in_seq_order(app, group):
+def test_group_commit_many_threads_every_write_once_and_in_seq_order(app, group, logged):
     writers, each = 8, 25
     results = []
 
@@ -125,14 +128,14 @@ def test_group_commit_many_threads_every_write_once_and_in_seq_order(app, group)
 
 def test_commit_counter_moves_after_every_sqlite_commit(sqlite_url):
     from userservice import create_app
-    from conftest import discard
+    from conftest import discard, parts
 
     app = create_app({"DATABASE_URL": sqlite_url})
     try:
-        with app.app_context():
-            before = db.commit_marker()
-            app.extensions["userservice.commits"].run(recording("a"))
-            after = db.commit_marker()
+        service = parts(app)
+        before = service.storage.commit_marker()
+        service.commits.run(recording("a"))
+        after = service.storage.commit_marker()
         assert after == before + 1
     finally:
         discard(app)

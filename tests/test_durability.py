@@ -41,8 +41,9 @@ def test_update_acknowledged_writes_survive_sigkill(serve, database_url):
 
     app = create_app({"DATABASE_URL": database_url})
     try:
-        assert store.get_user(profile["id"]).count('"name":"%s"' % acknowledged) == 1
-        assert '"name":"%s"' % acknowledged in store.current_profile()
+        with app.app_context():
+            assert store.get_user(profile["id"]).count('"name":"%s"' % acknowledged) == 1
+            assert '"name":"%s"' % acknowledged in store.current_profile()
     finally:
         discard(app)
 
@@ -117,8 +118,9 @@ def test_update_concurrent_acknowledged_writes_survive_sigkill(serve, database_u
 
     app = create_app({"DATABASE_URL": database_url})
     try:
-        for profile, last in zip(profiles, acknowledged):
-            stored = json.loads(store.get_user(profile["id"]))["name"]
-            assert last >= 0 and int(stored[1:]) in (last, last + 1), (stored, last)
+        with app.app_context():
+            for profile, last in zip(profiles, acknowledged):
+                stored = json.loads(store.get_user(profile["id"]))["name"]
+                assert last >= 0 and int(stored[1:]) in (last, last + 1), (stored, last)
     finally:
         discard(app)

@@ -3,7 +3,7 @@ import pytest
 from flask import Flask
 
 import userservice
-from userservice.db import database
+from conftest import discard
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def site(database_url):
     userservice.configure(app, {"DATABASE_URL": database_url})
     userservice.init_app(app, url_prefix="/pieces")
     yield app.test_client()
-    database.close_all()
+    discard(app)
 
 
 def test_embedded_endpoints_answer_under_the_prefix(site):

@@ -10,7 +10,8 @@ from schemathesis.config import SchemathesisConfig
 
 import pytest
 
-from userservice import openapi, store
+from userservice import openapi
+from conftest import parts
 
 API_KEY = "fuzz-key-5d0c2f"
 MAX_EXAMPLES = 25  # per operation and backend: the whole run stays within a couple of minutes
@@ -40,8 +41,8 @@ def fuzzed_app(app_config, request):
 
 def database_state(app):
     """What a request could have written: the change log position and every stored user."""
-    with app.app_context():
-        return store.log_position(), store.list_users()
+    service = parts(app)
+    return service.change_log.position(), service.profiles.listing()
 
 
 # The document this app serves with an API key set (tests/test_openapi.py checks they agree);

@@ -10,7 +10,7 @@ import pytest
 import requests
 import websocket
 
-from userservice import store
+from conftest import parts
 
 API_KEY = "guards-key-7f3a91"
 EVIL = "http://evil.example"
@@ -48,8 +48,8 @@ def request_for(endpoint, profile):
 
 
 def database_state(app):
-    with app.app_context():
-        return store.log_position(), store.list_users()
+    service = parts(app)
+    return service.change_log.position(), service.profiles.listing()
 
 
 def send(client, endpoint, profile, **kwargs):

@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from userservice import schemas
-from userservice.api import json_body
+from userservice.api.body import json_body
 
 API_KEY = "log-api-key-0e9d77c1"
 ACCESS_TOKEN = "gho_accesstoken_5b1f0a"

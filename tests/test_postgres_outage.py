@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import requests
 
-from userservice import create_app, db
+from userservice import create_app
 
 from conftest import discard, free_port
 from test_postgres_scaleout import SseReader, select_body

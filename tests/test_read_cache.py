@@ -33,11 +33,12 @@ def test_read_cache_user_written_by_another_process_is_seen_at_once(ctx, other_p
     assert json.loads(store.get_user(profile["id"]))["name"] == "auth0|x"
 
 
-def test_read_cache_serves_repeated_reads_without_the_database(ctx, monkeypatch):
+def test_read_cache_serves_repeated_reads_without_the_database(ctx, service, monkeypatch):
     """Between commits the same document is served; a commit here invalidates it."""
     store.select_user(schemas.auth0_user.load({"user_id": "auth0|m", "name": "first"}))
     first = store.current_profile()
-    monkeypatch.setattr(store, "fetch_one", lambda *args: pytest.fail("read the database"))
+    monkeypatch.setattr(service.storage.statements.current_document, "scalar",
+                        lambda *args, **kwargs: pytest.fail("read the database"))
     assert store.current_profile() is first
     monkeypatch.undo()
     store.select_user(schemas.auth0_user.load({"user_id": "auth0|m", "name": "second"}))

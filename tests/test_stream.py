@@ -10,7 +10,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from userservice import stream
+from conftest import EventReader, parts
 
 ALLOCATION = {"id": "alloc-1", "user": "u", "project": "proj", "region": "us",
               "status": {"cloud": "RUNNING"},
@@ -19,37 +19,6 @@ ALLOCATION = {"id": "alloc-1", "user": "u", "project": "proj", "region": "us",
 VISION = {"from": {"value": "2024-01-01T00:00:00+00:00"}, "continuous": True}
 ISSUER, AUDIENCE = "https://issuer.example/", "pieces-desktop"
 WAIT_SECONDS = 10
-
-
-class EventReader:
-    """Reads a text/event-stream body from the Flask test client, event by event."""
-
-    def __init__(self, response):
-        self.response = response
-        self.chunks = iter(response.response)
-        self.buffer = ""
-        self.retry = None
-
-    def next_event(self):
-        """The next (id, data) event; fails after WAIT_SECONDS of heartbeats only."""
-        deadline = time.monotonic() + WAIT_SECONDS
-        while time.monotonic() < deadline:
-            block, separator, rest = self.buffer.partition("\n\n")
-            if not separator:
-                self.buffer += next(self.chunks).decode()
-                continue
-            self.buffer = rest
-            fields = dict(line.split(": ", 1) for line in block.split("\n") if not line.startswith(":"))
-            if not fields:  # a heartbeat comment
-                continue
-            if "retry" in fields:
-                self.retry = int(fields["retry"])
-            else:
-                return int(fields["id"]), fields["data"]
-        raise AssertionError("no event within %ss" % WAIT_SECONDS)
-
-    def close(self):
-        self.response.close()
 
 
 @pytest.fixture
@@ -71,16 +40,6 @@ def open_stream(client):
     yield open_
     for reader in readers:
         reader.close()
-    stop_feed(client.application)
-
-
-def stop_feed(app):
-    """Stop the app's listener: the database proxy is global, so a listener left running
-    would go on reading the next test's database."""
-    listener = app.extensions["userservice.feed"]
-    listener.stop()
-    if listener.thread is not None:
-        listener.thread.join(WAIT_SECONDS)
 
 
 def select(client, user_id="auth0|1", **fields):
@@ -107,8 +66,7 @@ def current_event(client):
 
 
 def last_seq(app):
-    with app.app_context():
-        return stream.store.last_seq()
+    return parts(app).change_log.last_seq()
 
 
 @pytest.fixture
@@ -297,13 +255,6 @@ def test_stream_sse_resume_of_a_recent_id_survives_pruning(short_log, client, ap
     assert received == [recent + 1, recent + 2]
 
 
-def test_log_is_pruned_to_change_log_keep(short_log, client, app):
-    make_changes(client, 10)
-    with app.app_context():
-        _seq, oldest, _state = stream.store.log_position()
-    assert last_seq(app) - oldest < 3 + 3  # pruned every `keep` changes
-
-
 # --- limits ---------------------------------------------------------------------------------
 
 
@@ -320,53 +271,6 @@ def test_stream_beyond_the_limit_is_503_with_retry_after(two_streams_at_most, cl
     assert int(refused.headers["Retry-After"]) > 0
     first.close()
     assert open_stream().next_event() == (0, "null")
-
-
-# --- the feed ------------------------------------------------------------------------------
-
-
-def test_hub_subscriber_that_falls_behind_lags_without_blocking_others():
-    hub = stream.Hub()
-    hub.publish(0, "null")
-    slow, fast = hub.subscribe(2, limit=10), hub.subscribe(2, limit=10)
-    for seq in range(1, 4):
-        hub.publish(seq, "s%d" % seq)
-        assert fast.next(0) == (seq, "s%d" % seq)
-    assert slow.lagging and not fast.lagging
-    assert hub.resubscribe(slow).state == "s3"
-
-
-def test_hub_close_ends_subscribers_even_with_full_queues():
-    hub = stream.Hub()
-    hub.publish(0, "null")
-    full = hub.subscribe(1, limit=10)
-    hub.publish(1, "a")
-    hub.close()
-    assert full.next(0) is stream.CLOSED
-    with pytest.raises(stream.Unavailable):
-        hub.subscribe(1, limit=10)
-
-
-def test_listener_behind_a_pruned_log_announces_the_current_state(short_log, client, app):
-    make_changes(client, 10)
-    listener = stream.Listener(stream.Hub(), poll_interval=0.01)
-    with app.app_context():
-        listener.catch_up()
-        behind = listener.hub.subscribe(64, limit=10)
-        listener.seq = 1  # as if this process had slept through the pruned changes
-        update(client, {**current_state(client), "username": "after"})
-        listener.catch_up()
-    assert behind.next(0) == current_event(client)
-
-
-def test_hub_gives_every_subscriber_one_event_encoded_once():
-    hub = stream.Hub()
-    hub.publish(0, "null")
-    first, second = hub.subscribe(4, limit=10), hub.subscribe(4, limit=10)
-    hub.publish(7, '{"id":"u"}')
-    event = first.next(0)
-    assert second.next(0) is event
-    assert event.sse == b'id: 7\ndata: {"id":"u"}\n\n'
 
 
 # --- what the redesign must not break: lag, catch-up before the first event, pruned edges ---
@@ -422,8 +326,7 @@ def test_stream_first_event_has_every_write_acknowledged_before_it_connected(
 def pruned_log(client, app):
     """Ten changes of the current user with a log that keeps three: (oldest kept, last)."""
     make_changes(client, 10)
-    with app.app_context():
-        last, oldest, _state = stream.store.log_position()
+    last, oldest, _state = parts(app).change_log.position()
     assert 1 < oldest < last
     return oldest, last
 
@@ -438,23 +341,3 @@ def test_stream_sse_resume_one_past_the_edge_starts_from_current_state(short_log
     oldest, last = pruned_log(client, app)
     reader = open_stream(**{"Last-Event-ID": str(oldest - 2)})  # its next change was pruned
     assert reader.next_event() == current_event(client)
-
-
-def drain(subscription):
-    events = []
-    while (event := subscription.next(0)) is not None:
-        events.append(event)
-    return events
-
-
-@pytest.mark.parametrize("behind, announces_current_state", [(1, False), (2, True)])
-def test_listener_at_the_edge_of_a_pruned_log(short_log, client, app, behind, announces_current_state):
-    oldest, last = pruned_log(client, app)
-    listener = stream.Listener(stream.Hub(), poll_interval=0.01)
-    with app.app_context():
-        listener.catch_up()
-        subscription = listener.hub.subscribe(64, limit=10)
-        listener.seq = oldest - behind  # as if this process had read the log up to there
-        listener.catch_up()
-    expected = [last] if announces_current_state else list(range(oldest, last + 1))
-    assert [event.seq for event in drain(subscription)] == expected

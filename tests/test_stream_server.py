@@ -14,7 +14,7 @@ import requests
 import websocket
 from pieces_os_client.models.user_profile import UserProfile
 
-from userservice import db
+from userservice import storage
 
 WAIT_SECONDS = 15
 
@@ -197,7 +197,7 @@ def current_text(server):
 
 def streamed_log(database_url, after):
     """(seq, state) of every streamed change after `after`, from the database itself."""
-    database = db.connect(database_url, max_connections=1)
+    database = storage.connect(database_url, max_connections=1)
     try:
         with database.connection_context():
             return [tuple(row) for row in database.execute_sql(
@@ -207,7 +207,7 @@ def streamed_log(database_url, after):
 
 
 def log_end(database_url):
-    database = db.connect(database_url, max_connections=1)
+    database = storage.connect(database_url, max_connections=1)
     try:
         with database.connection_context():
             return database.execute_sql("SELECT seq FROM state").fetchone()[0]

@@ -9,7 +9,10 @@ from gunicorn.app.base import BaseApplication
 
 from flask import Flask
 
-from . import __version__, configure, create_app, db
+from . import create_app, extension, storage
+from .config import configure
+from .migrate import migrate as apply_migrations
+from .version import VERSION
 
 WORKER_CLASSES = ("gevent", "gthread")
 
@@ -37,7 +40,7 @@ def end_streams_on_shutdown(worker):
     worker.log.info("Worker ready (pid: %s)", worker.pid)
 
     def on_term(signum, frame):
-        worker.wsgi.extensions["userservice.feed"].stop()
+        worker.wsgi.extensions[extension.EXTENSION].follower.stop()
         worker.cfg.set("keepalive", 0)  # a connection whose stream ended closes, not idles
         if callable(previous):
             previous(signum, frame)
@@ -79,25 +82,25 @@ def serve(args):
     first to start applies pending migrations under the migration lock."""
     config = configure(Flask("userservice"))
     print("userservice %s on http://%s:%d (%s, %d workers), database: %s" % (
-        __version__, args.host, args.port, args.worker_class, args.workers,
-        db.describe(config["DATABASE_URL"])), flush=True)
+        VERSION, args.host, args.port, args.worker_class, args.workers,
+        storage.describe(config["DATABASE_URL"])), flush=True)
     max_streams = streams_per_worker(args, config["STREAM_MAX_SUBSCRIBERS"])
     overrides = {"STREAM_MAX_SUBSCRIBERS": max_streams}
     if "USERSERVICE_DATABASE_MAX_CONNECTIONS" not in os.environ:
-        overrides["DATABASE_MAX_CONNECTIONS"] = db.pool_size(args.worker_class, args.threads)
+        overrides["DATABASE_MAX_CONNECTIONS"] = storage.pool_size(args.worker_class, args.threads)
     Server(gunicorn_options(args, max_streams), overrides).run()
 
 
 def migrate(args):
     app = create_app({"MIGRATE_ON_START": False})
-    applied = db.migrate()
+    applied = apply_migrations(app.extensions[extension.EXTENSION].storage)
     print("applied: %s" % (", ".join(applied) or "nothing, the schema is up to date"))
-    print("database: %s" % db.describe(app.config["DATABASE_URL"]))
+    print("database: %s" % storage.describe(app.config["DATABASE_URL"]))
 
 
 def parser():
     main_parser = argparse.ArgumentParser(prog="userservice", description=__doc__)
-    main_parser.add_argument("--version", action="version", version=__version__)
+    main_parser.add_argument("--version", action="version", version=VERSION)
     commands = main_parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="run the service under gunicorn")
     serve_parser.add_argument("--host", default="127.0.0.1")

@@ -1,4 +1,5 @@
-"""Every error leaves as RFC 9457 application/problem+json, from one place."""
+"""The one error handler: every error leaves as RFC 9457 application/problem+json, and one
+nobody expected is logged with the request's secrets blanked out."""
 import logging
 import traceback
 
@@ -6,22 +7,13 @@ from flask import current_app, g, json, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from .guards import API_KEY_HEADER, API_KEY_PARAMETER
+from .problems import Problem, ServiceUnavailable
+from .storage import UNAVAILABLE_ERRORS, is_unavailable
+
 log = logging.getLogger(__name__)
 
-
-class Problem(HTTPException):
-    """An HTTP error with a detail for the client and, optionally, the offending fields."""
-
-    def __init__(self, status, detail, invalid_params=None, headers=None):
-        self.code = status
-        super().__init__(description=detail)
-        self.invalid_params = invalid_params
-        self.extra_headers = headers or {}
-
-
-class SignInRequired(Problem):
-    def __init__(self, detail="Sign in first: no user is signed in on this device."):
-        super().__init__(511, detail)
+DATABASE_RETRY_SECONDS = 2
 
 
 def flatten(messages, prefix=""):
@@ -67,6 +59,15 @@ def handle_validation_error(error):
     return problem_response(from_validation_error(error))
 
 
+def handle_database_error(error):
+    """Out of reach or out of connections: the client may retry, nothing was written."""
+    if not is_unavailable(error):
+        return handle_unexpected(error)
+    log.warning("database unavailable: %s", error)
+    return problem_response(ServiceUnavailable("The database is unreachable; try again shortly.",
+                                               DATABASE_RETRY_SECONDS))
+
+
 SECRET_FIELDS = frozenset(("access_token", "refresh_token", "id_token", "api_key", "organization_key",
                            "cloud_key", "stripe_customer_id", "x-api-key"))
 REDACTED = "[redacted]"
@@ -87,8 +88,8 @@ def secrets_in(value):
 
 def request_secrets():
     """Every secret this request carries or the server holds, longest first."""
-    found = {current_app.config.get("API_KEY") or "", request.headers.get("X-API-Key", ""),
-             request.args.get("api_key", "")}
+    found = {current_app.config.get("API_KEY") or "", request.headers.get(API_KEY_HEADER, ""),
+             request.args.get(API_KEY_PARAMETER, "")}
     found |= secrets_in(g.get("json_body"))
     return sorted((str(secret) for secret in found if secret), key=len, reverse=True)
 
@@ -126,4 +127,6 @@ def init_app(app):
     logging.getLogger("peewee").addFilter(QUERY_FILTER)  # a no-op when already added
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(ValidationError, handle_validation_error)
+    for error_class in UNAVAILABLE_ERRORS:
+        app.register_error_handler(error_class, handle_database_error)
     app.register_error_handler(Exception, handle_unexpected)

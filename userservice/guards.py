@@ -9,7 +9,7 @@ import hmac
 
 from flask import current_app, request
 
-from .errors import Problem
+from .problems import NotJson, Problem
 
 EXTENSION = "userservice.guards"
 OPEN_PATHS = ("/.well-known/health",)  # the SDKs probe it to find the service
@@ -119,7 +119,7 @@ def check_body():
     if limit is not None and (request.content_length or 0) > limit:
         raise Problem(413, "The request body is larger than %d bytes." % limit)
     if not request.is_json:
-        raise Problem(415, "The request body must be sent as Content-Type: application/json.")
+        raise NotJson()
 
 
 def guard():

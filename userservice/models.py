@@ -1,12 +1,17 @@
-"""Peewee models. The schema itself is created by the numbered files in migrations/."""
-from peewee import BigIntegerField, CharField, DateTimeField, ForeignKeyField, IntegerField, Model, TextField
+"""The table layout, written once.
 
-from .db import database
+The classes here are bound to no database: every app binds copies of them to its own
+(`bind`), because Peewee binds a model class to one database and two apps in one process
+must share nothing. The numbered files in migrations/ build the schema step by step;
+tests/test_migrate.py checks that a migrated database has exactly this layout.
+"""
+import types
+
+from peewee import BigIntegerField, CharField, DateTimeField, IntegerField, Model, TextField
 
 
 class BaseModel(Model):
     class Meta:
-        database = database
         legacy_table_names = False
 
 
@@ -28,16 +33,6 @@ class User(BaseModel):
 
     class Meta:
         table_name = "users"
-
-
-class BetaStatus(BaseModel):
-    """A user's beta range (`UserBetaStatus.auth0.vision`), as wire JSON."""
-
-    user = ForeignKeyField(User, primary_key=True, on_delete="CASCADE", column_name="user_id")
-    vision = TextField()
-
-    class Meta:
-        table_name = "beta_statuses"
 
 
 class State(BaseModel):
@@ -65,3 +60,18 @@ class Change(BaseModel):
 
     class Meta:
         table_name = "changes"
+
+
+TABLES = (User, State, Change)
+
+
+def bind(database):
+    """Copies of the models bound to `database`, as a namespace: `bind(db).User`."""
+    return types.SimpleNamespace(**{model.__name__: bound_copy(model, database) for model in TABLES})
+
+
+def bound_copy(model, database):
+    """A subclass of `model` bound to `database`: it inherits the fields and indexes, while
+    the table name, which Peewee does not inherit, is named again."""
+    meta = type("Meta", (), {"database": database, "table_name": model._meta.table_name})
+    return type(model.__name__, (model,), {"Meta": meta, "__module__": __name__})

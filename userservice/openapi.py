@@ -4,15 +4,15 @@ schemas (apispec), so the wire names and limits it states are the ones the code 
 It describes the server it is served by: the API key appears as a security requirement only
 when USERSERVICE_API_KEY is set.
 """
-import functools
-
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, current_app, jsonify, url_for
 
-from . import __version__, schemas
+from . import schemas
+from .version import VERSION
 
 bp = Blueprint("openapi", __name__)
+EXTENSION = "userservice.openapi"
 
 OPENAPI_VERSION = "3.1.0"
 
@@ -49,9 +49,6 @@ IDENTIFIES_SOMEONE = {"anyOf": [
         "type": "object", "required": ["global_id"],
         "properties": {"global_id": {"type": "string", "minLength": 1}}}}},
 ]}
-
-# The store's rule for vanity names (it lower-cases them first).
-DNS_LABEL = {"properties": {"vanityname": {"type": "string", "pattern": "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"}}}
 
 STATUS_MEANINGS = {
     400: "The body is not valid JSON, nests too deep, holds an over-long string, NUL or an "
@@ -170,10 +167,9 @@ def text_operation(operation_id, summary, api_key, guarded=True):
     return {"operationId": operation_id, "summary": summary, "responses": responses}
 
 
-@functools.lru_cache(maxsize=2)
 def build(api_key):
-    """The document, as a dict (not to be changed: it is shared)."""
-    spec = APISpec(title="userservice", version=__version__, openapi_version=OPENAPI_VERSION,
+    """The document, as a dict."""
+    spec = APISpec(title="userservice", version=VERSION, openapi_version=OPENAPI_VERSION,
                    plugins=[MarshmallowPlugin()],
                    info={"description": "The Pieces OS User and Users API."})
     for name, schema in COMPONENTS.items():
@@ -197,7 +193,6 @@ def build(api_key):
                       **{str(code): problem_response(code) for code in GUARDED if api_key or code != 401}}}})
     document = spec.to_dict()
     document["components"]["schemas"]["Auth0User"].update(IDENTIFIES_SOMEONE)
-    document["components"]["schemas"]["VanityRequest"]["allOf"] = [DNS_LABEL]
     if api_key:
         document["security"] = [{"apiKeyHeader": []}]
     return document
@@ -206,4 +201,12 @@ def build(api_key):
 @bp.get("/openapi.json")
 def openapi_document():
     prefix = url_for("user.snapshot")[:-len("/user")]
-    return jsonify({**build(bool(current_app.config["API_KEY"])), "servers": [{"url": prefix or "/"}]})
+    return jsonify({**document(current_app), "servers": [{"url": prefix or "/"}]})
+
+
+def document(app):
+    """The app's document, built on first use (it depends on the app's settings only)."""
+    built = app.extensions.get(EXTENSION)
+    if built is None:
+        built = app.extensions[EXTENSION] = build(bool(app.config["API_KEY"]))
+    return built

@@ -6,13 +6,11 @@ emits only enum values both SDK generations can parse, because one unknown value
 client reject the whole profile.
 """
 import datetime
-import functools
 import json
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_dump, post_load, validate, validates_schema
+from marshmallow import ValidationError, fields, post_dump, validate, validates_schema
 
-MAX_STRING = 16 * 1024
-MAX_ITEMS = 256
+from .wire import Bool, DateTime, FullMatch, Int, List, Nested, Str, WireSchema, optional
 
 SEMANTIC_VERSION = "MAJOR_0_MINOR_0_PATCH_1"
 ALLOCATION_STATUSES = ("PENDING", "RUNNING", "FAILED", "SUCCEEDED", "UNKNOWN")
@@ -20,46 +18,6 @@ ALLOCATION_STATUSES = ("PENDING", "RUNNING", "FAILED", "SUCCEEDED", "UNKNOWN")
 PROVIDER_TYPES = ("github", "google-oauth2", "bitbucket", "linkedin", "twitter", "facebook", "waad")
 PROVIDER_TYPES_ACCEPTED = PROVIDER_TYPES + (
     "auth0", "UNKNOWN", "discord", "gitlab", "apple", "username_email", "slack", "microsoft")
-
-Str = functools.partial(fields.String, validate=validate.Length(max=MAX_STRING))
-Int = functools.partial(fields.Integer, strict=True)
-
-
-class StrictBoolean(fields.Boolean):
-    """JSON true or false only: 1, 0 and "true" are errors, as in the 5.x SDK's strict mode."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, bool):
-            raise self.make_error("invalid", input=value)
-        return value
-
-
-Bool = StrictBoolean
-DateTime = fields.DateTime
-
-
-def Nested(schema, **kwargs):
-    return fields.Nested(schema, **kwargs)
-
-
-def List(field, **kwargs):
-    return fields.List(field, validate=validate.Length(max=MAX_ITEMS), **kwargs)
-
-
-def optional(field_factory, *args, **kwargs):
-    return field_factory(*args, allow_none=True, **kwargs)
-
-
-class WireSchema(Schema):
-    """Unknown keys are ignored; explicit nulls mean 'not set' and are left out."""
-
-    class Meta:
-        unknown = EXCLUDE
-
-    @post_load
-    def drop_nulls(self, data, **kwargs):
-        return {key: value for key, value in data.items() if value is not None}
-
 
 class EmbeddedModelSchemaSchema(WireSchema):
     migration = Int(required=True)
@@ -297,8 +255,13 @@ class UsersSchema(Versioned):
     iterable = List(Nested(UserProfileSchema))
 
 
+# A vanity name becomes a host name under CLOUD_DOMAIN: one DNS label (lower-cased when stored).
+DNS_LABEL = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+
+
 class VanityRequestSchema(UserProfileSchema):
-    vanityname = Str(required=True)
+    vanityname = fields.String(required=True, validate=FullMatch(
+        DNS_LABEL, error="not a valid DNS label: 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'"))
 
 
 user_profile = UserProfileSchema()

@@ -2,13 +2,15 @@
 
 Both carry the same bytes: the current UserProfile as JSON, or `null` when nobody is signed in.
 """
+import functools
 import socket
 import threading
 
 from flask import Blueprint, Response, current_app, g, request
 from flask_sock import Sock
 
-from .. import store, stream
+from .. import extension
+from ..hub import CLOSED, Event
 
 bp = Blueprint("stream", __name__)
 sock = Sock()
@@ -16,22 +18,25 @@ sock = Sock()
 SSE_RETRY_MS = 2000
 WS_POLL_SECONDS = 1.0  # how soon a handler notices that its WebSocket peer has gone
 GOING_AWAY = 1001  # the WebSocket close code for a server shutting down
+MAX_CLIENT_MESSAGE = 64 * 1024  # clients send nothing; a larger message closes their WebSocket
+SERVER_SOCKETS = ("gunicorn.socket", "werkzeug.socket")  # where simple-websocket finds it
 
 
 @bp.before_request
 def admit():
     """Subscribe before any WebSocket handshake, so a full or stopping server answers 503
     with Retry-After instead of accepting a connection it cannot serve."""
-    # permessage-deflate costs ~90 KB per connection for frames of a few hundred bytes:
-    # without the offer, simple-websocket does not negotiate it.
-    request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
-    for key in SERVER_SOCKETS:
-        if key in request.environ:
-            request.environ[key] = WholeFrames(request.environ[key])
-    g.subscription = stream.subscribe()
+    if request.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+        # permessage-deflate costs ~90 KB per connection for frames of a few hundred bytes:
+        # without the offer, simple-websocket does not negotiate it.
+        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        for key in SERVER_SOCKETS:
+            if key in request.environ:
+                request.environ[key] = WholeFrames(request.environ[key])
+    config = current_app.config
+    g.subscription = extension.current().follower.subscribe(config["STREAM_QUEUE_SIZE"],
+                                                           config["STREAM_MAX_SUBSCRIBERS"])
 
-
-SERVER_SOCKETS = ("gunicorn.socket", "werkzeug.socket")  # where simple-websocket finds it
 
 
 class WholeFrames:
@@ -58,7 +63,7 @@ def release(_error):
     """A subscription no handler took (the handshake failed) must not count against the limit."""
     subscription = g.pop("subscription", None)
     if subscription is not None:
-        stream.feed().hub.unsubscribe(subscription)
+        extension.current().hub.unsubscribe(subscription)
 
 
 def take_subscription():
@@ -67,12 +72,12 @@ def take_subscription():
 
 @sock.route("/user/stream", bp=bp)
 def websocket_stream(ws):
-    hub, subscription = stream.feed().hub, take_subscription()
+    hub, subscription = extension.current().hub, take_subscription()
     try:
         ws.send(subscription.state)
         while True:
             event = subscription.next(WS_POLL_SECONDS)
-            if event is stream.CLOSED:
+            if event is CLOSED:
                 going_away(ws)
                 return
             discard_client_messages(ws)
@@ -101,32 +106,32 @@ def discard_client_messages(ws):
 
 @bp.get("/user/stream")
 def event_stream():
-    hub, subscription = stream.feed().hub, take_subscription()
+    service, subscription = extension.current(), take_subscription()
     heartbeat = current_app.config["STREAM_HEARTBEAT_INTERVAL"]
     try:
-        backlog = resume_backlog(subscription, request.headers.get("Last-Event-ID"))
+        backlog = resume_backlog(service.change_log, subscription, request.headers.get("Last-Event-ID"))
     except BaseException:
-        hub.unsubscribe(subscription)
+        service.hub.unsubscribe(subscription)
         raise
 
     def events():
         try:
             yield "retry: %d\n\n" % SSE_RETRY_MS
             for seq, state in backlog:
-                yield stream.Event(seq, state).sse
+                yield Event(seq, state).sse
             while True:
                 event = subscription.next(heartbeat)
-                if event is stream.CLOSED or subscription.lagging:
+                if event is CLOSED or subscription.lagging:
                     return  # a lagging client reconnects with Last-Event-ID and misses nothing
                 yield ": keep-alive\n\n" if event is None else event.sse
         finally:
-            hub.unsubscribe(subscription)
+            service.hub.unsubscribe(subscription)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return Response(events(), mimetype="text/event-stream", headers=headers)
 
 
-def resume_backlog(subscription, last_event_id):
+def resume_backlog(change_log, subscription, last_event_id):
     """What a client must see before going live: the changes it missed since its last id,
     or the current state when it has no usable id or its id is older than the log keeps."""
     start = [(subscription.seq, subscription.state)]
@@ -137,13 +142,17 @@ def resume_backlog(subscription, last_event_id):
         return []
     if last > subscription.seq:  # not an id this database gave out
         return start
-    missed = store.changes_after(last, up_to=subscription.seq)
-    # Read after the changes: the log is pruned from its old end only (see stream.Listener).
-    _seq, oldest, _state = store.log_position()
-    if oldest is None or oldest > last + 1:
-        return start
-    return missed
+    backlog = change_log.read_after(last, up_to=subscription.seq)
+    return backlog.changes if backlog.complete else start
 
 
 def init_app(app):
-    sock.init_app(app)
+    """The WebSocket server's options. The routes are on the blueprint, so the Sock object
+    needs no app of its own (its init_app would keep the last app in a module global)."""
+    app.config.setdefault("SOCK_SERVER_OPTIONS", {
+        "ping_interval": app.config["STREAM_PING_INTERVAL"],
+        "max_message_size": MAX_CLIENT_MESSAGE,
+        # A reader thread waits for a peer that may never answer; it must not hold a gthread
+        # worker's exit (threading.Thread is looked up here, after gevent has patched it).
+        "thread_class": functools.partial(threading.Thread, daemon=True),
+    })

@@ -2,7 +2,8 @@
 from flask import Blueprint, current_app
 
 from .. import schemas, store
-from . import json_body, json_text
+from . import json_text
+from .body import json_body
 
 bp = Blueprint("user", __name__)
 

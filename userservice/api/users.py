@@ -1,8 +1,9 @@
 """/users: every user known on this device."""
 from flask import Blueprint, current_app
 
-from .. import schemas, store, tokens
-from . import json_body, json_text
+from .. import extension, schemas, store, tokens
+from . import json_text
+from .body import json_body
 
 bp = Blueprint("users", __name__)
 
@@ -12,7 +13,7 @@ USER_ID = "<string(maxlength=255):user>"
 @bp.post("/users/authenticate/from_token")
 def authenticate_from_token():
     token = json_body(schemas.oauth_token)
-    claims = tokens.verify(token.get("id_token"), current_app.config)
+    claims = tokens.verify(token.get("id_token"), current_app.config, extension.current().token_keys)
     return json_text(store.authenticate_from_claims(claims))
 
 

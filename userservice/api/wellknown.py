@@ -1,7 +1,7 @@
 """/.well-known: how clients (the Python SDK probes ports 39300-39333) find and identify us."""
 from flask import Blueprint
 
-from .. import __version__
+from ..version import VERSION
 
 bp = Blueprint("wellknown", __name__)
 
@@ -13,4 +13,4 @@ def health():
 
 @bp.get("/.well-known/version")
 def version():
-    return __version__, 200, {"Content-Type": "text/plain; charset=utf-8"}
+    return VERSION, 200, {"Content-Type": "text/plain; charset=utf-8"}

@@ -1,0 +1,37 @@
+"""hub.py: fan-out to bounded queues, lag, one event for every subscriber, shutdown."""
+import pytest
+
+from userservice import hub
+from userservice.problems import ServiceUnavailable
+
+
+def test_hub_subscriber_that_falls_behind_lags_without_blocking_others():
+    subscribers = hub.Hub()
+    subscribers.publish(0, "null")
+    slow, fast = subscribers.subscribe(2, limit=10), subscribers.subscribe(2, limit=10)
+    for seq in range(1, 4):
+        subscribers.publish(seq, "s%d" % seq)
+        assert fast.next(0) == (seq, "s%d" % seq)
+    assert slow.lagging and not fast.lagging
+    assert subscribers.resubscribe(slow).state == "s3"
+
+
+def test_hub_close_ends_subscribers_even_with_full_queues():
+    subscribers = hub.Hub()
+    subscribers.publish(0, "null")
+    full = subscribers.subscribe(1, limit=10)
+    subscribers.publish(1, "a")
+    subscribers.close()
+    assert full.next(0) is hub.CLOSED
+    with pytest.raises(ServiceUnavailable):
+        subscribers.subscribe(1, limit=10)
+
+
+def test_hub_gives_every_subscriber_one_event_encoded_once():
+    subscribers = hub.Hub()
+    subscribers.publish(0, "null")
+    first, second = subscribers.subscribe(4, limit=10), subscribers.subscribe(4, limit=10)
+    subscribers.publish(7, '{"id":"u"}')
+    event = first.next(0)
+    assert second.next(0) is event
+    assert event.sse == b'id: 7\ndata: {"id":"u"}\n\n'

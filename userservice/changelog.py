@@ -1,0 +1,310 @@
+"""The change log, and how a commit reaches every subscriber.
+
+1. A write (a job of the group commit, commits.py) holds the log's `Head`, the state row,
+   locked for its transaction, and `record`s its change there: a `changes` row, in the same
+   transaction as the change itself.
+2. Before the transaction commits, `seal` saves the head, prunes the log and, on PostgreSQL,
+   sends NOTIFY, which is delivered only if the transaction commits.
+3. Once it has committed, the group commit calls the `on_commit` it was built with: this
+   app's `Follower.wake`.
+4. The app's Follower (a thread in each process) wakes on that, on NOTIFY from other
+   processes and hosts, or on SQLite after a poll interval; it reads every change after the
+   last seq it has seen (`read_after`, which also says when the log was pruned past it) and
+   publishes them to the app's Hub, which fans each out to the subscribers (hub.py).
+
+The log is the source of truth: a wake-up that is missed or arrives late loses nothing.
+"""
+import collections
+import contextlib
+import datetime
+import logging
+import threading
+import time
+
+from peewee import JOIN, fn
+
+from .problems import ServiceUnavailable
+
+try:
+    import psycopg
+except ImportError:  # PostgreSQL is optional: the `postgres` extra
+    psycopg = None
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY = 100
+NOTIFY_CHANNEL = "userservice_changes"
+SAFETY_NET_POLL_SECONDS = 1.0  # PostgreSQL: read the log this often even without a NOTIFY
+RECONNECT_BACKOFF_SECONDS = (0.1, 5.0)  # the listener's first and longest wait between attempts
+RETRY_SECONDS = 1  # pause before the follower reads again after the database failed it
+CATCH_UP_SECONDS = 5  # how long a new subscriber waits for the follower to reach the log's end
+
+
+class Head:
+    """The state row as a write transaction holds it: the last change's seq and who is current."""
+
+    __slots__ = ("seq", "current", "log")
+
+    def __init__(self, seq, current, change_log):
+        self.seq, self.current, self.log = seq, current, change_log
+
+    def record(self, kind, user_id, current=None):
+        """Append a change in the transaction. `current` is the current user's profile JSON
+        (or "null") after a change that touched the current user, None after one that did
+        not: only the former are streamed."""
+        self.seq += 1
+        self.log.append(self.seq, kind, user_id, current)
+
+
+# Changes after a seq, and whether that is all of them (False: the log was pruned past it).
+Backlog = collections.namedtuple("Backlog", "changes complete")
+
+
+class ChangeLog:
+    """One app's change log. Writing happens inside the group commit's transaction; reading
+    takes a pooled connection for the duration of the read only."""
+
+    def __init__(self, storage, keep):
+        self.storage = storage
+        self.keep = max(1, keep)
+
+    def lock_head(self):
+        storage = self.storage
+        return Head(*storage.statements.lock_head.one(storage.database), self)
+
+    def append(self, seq, kind, user_id, current):
+        at = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        self.storage.statements.append_change.execute(
+            self.storage.database, seq=seq, at=at, kind=kind, user=user_id, state=current)
+
+    def seal(self, head, first):
+        """Advance the state row past the changes recorded since `first`, prune the log, and
+        have the other processes' followers woken when the transaction commits."""
+        database = self.storage.database
+        self.storage.statements.save_head.execute(database, seq=head.seq, current=head.current)
+        self.prune(first, head.seq)
+        if not self.storage.is_sqlite:  # SQLite has no notifications: followers poll there
+            database.execute_sql("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(head.seq)))
+
+    def prune(self, first, last):
+        """Keep the last `keep` changes for resume, pruning whenever the seq passes a multiple
+        of PRUNE_EVERY (or of `keep` if fewer), so the log never holds much more."""
+        every = min(PRUNE_EVERY, self.keep)
+        if last // every != first // every:
+            self.storage.statements.prune.execute(self.storage.database, through=last - self.keep)
+
+    def last_seq(self):
+        with self.storage.connection():
+            return self.storage.statements.last_seq.scalar(self.storage.database)
+
+    def read_after(self, seq, up_to):
+        """The streamed changes with seq in (seq, up_to], oldest first, as (seq, state JSON),
+        and whether nothing after seq had been pruned when they were read."""
+        Change = self.storage.models.Change
+        with self.storage.connection():
+            changes = list(Change.select(Change.seq, Change.state)
+                           .where(Change.seq > seq, Change.seq <= up_to, Change.state.is_null(False))
+                           .order_by(Change.seq).tuples())
+            # Read after the changes: the log is pruned from its old end only, so an oldest
+            # row at or before seq + 1 now proves that nothing after seq was missing then.
+            oldest = Change.select(fn.MIN(Change.seq)).scalar()
+        return Backlog(changes, oldest is not None and oldest <= seq + 1)
+
+    def position(self):
+        """(last seq, oldest seq still kept, current state JSON), read together."""
+        models = self.storage.models
+        Change, State, User = models.Change, models.State, models.User
+        with self.storage.connection(), self.storage.database.atomic():
+            oldest = Change.select(fn.MIN(Change.seq)).scalar()
+            seq, document = (State.select(State.seq, User.document)
+                             .join(User, JOIN.LEFT_OUTER, on=(State.current == User.id))
+                             .where(State.id == 1).tuples().get())
+        return seq, oldest, document or "null"
+
+    @contextlib.contextmanager
+    def waiter(self, wakeup, poll_interval):
+        """Yield a function that blocks until the log may have grown.
+
+        Local commits set `wakeup`. Other processes are noticed by polling on SQLite, and by
+        LISTEN on PostgreSQL (where polling stays as the safety net for a lost notification).
+        """
+        if self.storage.is_sqlite:
+            def wait():
+                wakeup.wait(poll_interval)
+                wakeup.clear()
+
+            yield wait
+            return
+        listener = NotificationListener(listener_params(self.storage.database), wakeup, poll_interval)
+        try:
+            yield listener.wait
+        finally:
+            listener.close()
+
+
+def listener_params(pooled):
+    """The pool's own connection parameters (search_path options included), for a connection
+    of its own named after the pool's application_name, so operators can tell it apart."""
+    params = dict(pooled.connect_params)
+    name = params.get("application_name", "userservice")
+    params.update(application_name=name + "-listener", autocommit=True)
+    if pooled.database.startswith("postgresql://"):
+        params["conninfo"] = pooled.database
+    else:
+        params["dbname"] = pooled.database
+    return params
+
+
+class NotificationListener:
+    """A dedicated PostgreSQL connection LISTENing for commits in any process.
+
+    `wait` returns on a notification, on the local `wakeup`, after the safety-net interval,
+    and once after every (re)connection, since notifications sent while it was away are
+    lost: the caller then reads the change log. While the database is unreachable `wait`
+    keeps trying, with backoff, and does not return.
+    """
+
+    def __init__(self, params, wakeup, poll_interval):
+        self.params = params
+        self.wakeup = wakeup
+        self.poll_interval = poll_interval
+        self.connection = None
+
+    def wait(self):
+        if self.connection is None:
+            self.connect_with_backoff()
+        else:
+            self.wait_for_notification()
+        self.wakeup.clear()
+
+    def wait_for_notification(self):
+        deadline = time.monotonic() + max(self.poll_interval, SAFETY_NET_POLL_SECONDS)
+        while not self.wakeup.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                if self.received(timeout=min(self.poll_interval, remaining)):
+                    return
+            except psycopg.Error as error:
+                log.warning("change listener lost its connection: %s", error)
+                self.close()
+                self.connect_with_backoff()
+                return
+
+    def received(self, timeout):
+        """Whether a notification arrived within timeout; drains any others already here."""
+        if not any(True for _ in self.connection.notifies(timeout=timeout, stop_after=1)):
+            return False
+        for _ in self.connection.notifies(timeout=0):
+            pass
+        return True
+
+    def connect_with_backoff(self):
+        delay, longest = RECONNECT_BACKOFF_SECONDS
+        while True:
+            try:
+                self.connection = psycopg.connect(**self.params)
+                self.connection.execute("LISTEN %s" % NOTIFY_CHANNEL)
+                return
+            except psycopg.Error as error:
+                self.close()
+                log.warning("change listener cannot reach the database, retrying in %.1fs: %s",
+                            delay, error)
+                time.sleep(delay)
+                delay = min(delay * 2, longest)
+
+    def close(self):
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+class Follower:
+    """Follows one app's change log in this process and publishes it to the app's hub.
+
+    Its thread starts with the first subscriber, in the process that serves it (after
+    gevent has patched threading, when gunicorn forks workers from a master).
+    """
+
+    def __init__(self, change_log, hub, poll_interval):
+        self.log = change_log
+        self.hub = hub
+        self.poll_interval = poll_interval
+        self.wakeup = threading.Event()
+        self.thread = None
+        self.start_lock = threading.Lock()
+        self.seq = None  # the last seq read from the log
+        self.stopping = False
+
+    def wake(self):
+        self.wakeup.set()
+
+    def subscribe(self, size, limit):
+        """A new subscription that starts from everything committed before this call: a
+        subscriber that connects after a write was acknowledged, by any process, starts with it."""
+        self.ensure_started()
+        committed = self.log.last_seq()
+        self.wake()
+        if not self.hub.wait_until(committed, CATCH_UP_SECONDS):
+            raise ServiceUnavailable("The change feed is not following the database; try again "
+                                     "shortly.", RETRY_SECONDS)
+        return self.hub.subscribe(size, limit)
+
+    def stop(self):
+        """Ask the follower to end every stream and stop. Takes none of the hub's locks, so a
+        signal handler may call it whatever the interrupted code holds."""
+        self.stopping = True
+        self.wakeup.set()
+
+    def close(self, timeout=5):
+        """Stop and wait for the thread, so that it does not outlive the app's database."""
+        self.stop()
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+    def ensure_started(self):
+        with self.start_lock:
+            if self.thread is None:
+                self.thread = threading.Thread(target=self.run, name="userservice-feed", daemon=True)
+                self.thread.start()
+
+    def run(self):
+        while not self.stopping:
+            try:
+                self.follow()
+            except Exception:  # the database went away: the log is still there when it returns
+                log.exception("the change feed failed; reading the log again in %ss", RETRY_SECONDS)
+                self.wakeup.wait(RETRY_SECONDS)
+        self.hub.close()
+
+    def follow(self):
+        with self.log.waiter(self.wakeup, self.poll_interval) as wait:
+            while not self.stopping:
+                self.catch_up()
+                wait()
+
+    def catch_up(self):
+        """Publish every streamed change after the last seq read."""
+        if self.seq is None:
+            self.restart()
+            return
+        last = self.log.last_seq()
+        if last <= self.seq:
+            return
+        backlog = self.log.read_after(self.seq, up_to=last)
+        if not backlog.complete:
+            log.warning("the change log was pruned past this process's feed; announcing the "
+                        "current state (raise CHANGE_LOG_KEEP)")
+            self.restart()
+            return
+        for change_seq, state in backlog.changes:
+            self.hub.publish(change_seq, state)
+        self.hub.advance(last)
+        self.seq = last
+
+    def restart(self):
+        """Start again from the current state, announced to every subscriber."""
+        seq, _oldest, state = self.log.position()
+        self.hub.publish(seq, state)
+        self.seq = seq

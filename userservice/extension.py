@@ -1,0 +1,53 @@
+"""Everything one app owns, kept in `app.extensions["userservice"]` as Flask extensions do.
+
+Two apps in one process (an embedding site with two mounts, a test with two databases)
+share none of it: not the database binding and pool, the commit counter, the read cache,
+the group commit, the change-log follower and hub, nor the keys tokens are checked with.
+"""
+from flask import current_app
+
+from .changelog import ChangeLog, Follower
+from .commits import GroupCommit
+from .hub import Hub
+from .migrate import migrate
+from .profiles import Profiles
+from .read_cache import ReadCache
+from .storage import Storage
+from .tokens import keys_for
+
+EXTENSION = "userservice"
+
+
+class UserService:
+    """The parts of one app, wired once, each link passed where it is built: a commit
+    reaches the stream through the `on_commit` the group commit is given."""
+
+    def __init__(self, config):
+        self.storage = Storage(config["DATABASE_URL"], config["DATABASE_MAX_CONNECTIONS"])
+        self.change_log = ChangeLog(self.storage, config["CHANGE_LOG_KEEP"])
+        self.hub = Hub()
+        self.follower = Follower(self.change_log, self.hub, config["STREAM_POLL_INTERVAL"])
+        self.commits = GroupCommit(self.storage, self.change_log, on_commit=self.follower.wake)
+        self.profiles = Profiles(self.storage)
+        self.read_cache = ReadCache(self.storage)
+        self.token_keys = keys_for(config)
+
+    def close(self):
+        """Stop the follower, then close the pool it reads through."""
+        self.follower.close()
+        self.storage.close()
+
+
+def init_app(app):
+    service = UserService(app.config)
+    app.extensions[EXTENSION] = service
+    if app.config["MIGRATE_ON_START"]:
+        migrate(service.storage)
+    service.storage.count_commit()  # a writer killed between its commit and its count must
+    # not leave that commit hidden behind the other processes' read caches
+    return service
+
+
+def current():
+    """The serving app's parts."""
+    return current_app.extensions[EXTENSION]

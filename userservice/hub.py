@@ -1,0 +1,126 @@
+"""The hub of one app: its stream subscribers, and each committed state fanned out to them.
+
+The change log's follower (changelog.py) publishes every state it reads. Each subscriber has
+a bounded queue: one that falls behind is marked lagging instead of blocking the others or
+the follower, and its handler decides what it is told instead (see api/stream.py).
+"""
+import collections
+import threading
+
+from .problems import ServiceUnavailable
+
+CLOSED = object()  # what `Subscription.next` returns once the hub has shut down
+RETRY_SECONDS = 5  # what a refused subscriber is told to wait
+
+
+class Event(collections.namedtuple("Event", "seq state")):
+    """One committed state as every subscriber receives it: the same object, its JSON and its
+    Server-Sent Events frame encoded once, however many subscribers send it."""
+
+    def __new__(cls, seq, state):
+        event = super().__new__(cls, seq, state)
+        event.sse = ("id: %d\ndata: %s\n\n" % (seq, state)).encode()
+        return event
+
+
+class Subscription:
+    """One subscriber's view of the feed: the state it started from, then changes in order.
+
+    Exactly one handler consumes it; the hub's publishing thread produces into it.
+    """
+
+    def __init__(self, seq, state, size):
+        self.seq, self.state = seq, state  # the starting point
+        self.size = size
+        self.events = collections.deque()
+        self.arrived = threading.Event()
+        self.lagging = False  # set once a change did not fit: the subscriber has missed it
+        self.closed = False
+
+    def offer(self, event):
+        if len(self.events) >= self.size:
+            self.lagging = True
+        else:
+            self.events.append(event)
+        self.arrived.set()
+
+    def end(self):
+        self.closed = True
+        self.arrived.set()
+
+    def next(self, timeout):
+        """The next Event, None after `timeout` seconds without one (or once
+        lagging), CLOSED when the hub has shut down."""
+        if not (self.events or self.closed or self.lagging):
+            self.arrived.wait(timeout)
+            self.arrived.clear()  # an offer racing this clear has already appended its event
+        if self.closed:
+            return CLOSED
+        return self.events.popleft() if self.events else None
+
+
+class Hub:
+    """This app's subscribers in this process, and the latest (seq, state) read from the log."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.moved = threading.Condition(self.lock)
+        self.subscribers = set()
+        self.latest = None  # (seq, state) as of the last change read
+        self.closed = False
+
+    def publish(self, seq, state):
+        """Deliver one committed state to every subscriber, under the lock so a new
+        subscriber either starts after it or receives it: never both, never neither."""
+        event = Event(seq, state)
+        with self.lock:
+            self.latest = (seq, state)
+            for subscription in self.subscribers:
+                subscription.offer(event)
+            self.moved.notify_all()
+
+    def advance(self, seq):
+        """Record that changes up to seq were read, though none of them was streamed."""
+        with self.lock:
+            self.latest = (seq, self.latest[1])
+            self.moved.notify_all()
+
+    def wait_until(self, seq, timeout):
+        """Whether the hub has read the log up to seq within timeout seconds."""
+        with self.lock:
+            return self.moved.wait_for(lambda: self.latest is not None and self.latest[0] >= seq,
+                                       timeout)
+
+    def subscribe(self, size, limit):
+        with self.lock:
+            if self.closed:
+                raise ServiceUnavailable("This server is shutting down; connect again.", RETRY_SECONDS)
+            if len(self.subscribers) >= limit:
+                raise ServiceUnavailable("This server holds as many streams as it may; try again "
+                                         "shortly.", RETRY_SECONDS)
+            subscription = Subscription(*self.latest, size)
+            self.subscribers.add(subscription)
+            return subscription
+
+    def resubscribe(self, subscription):
+        """A fresh subscription from the latest state, for a subscriber that fell behind."""
+        with self.lock:
+            self.subscribers.discard(subscription)
+            fresh = Subscription(*self.latest, subscription.size)
+            if self.closed:
+                fresh.end()
+            else:
+                self.subscribers.add(fresh)
+            return fresh
+
+    def unsubscribe(self, subscription):
+        with self.lock:
+            self.subscribers.discard(subscription)
+
+    def close(self):
+        """End every stream, so a graceful shutdown does not wait for clients to leave."""
+        with self.lock:
+            self.closed = True
+            for subscription in self.subscribers:
+                subscription.end()
+            self.subscribers.clear()
