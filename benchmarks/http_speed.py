@@ -1,12 +1,15 @@
 """HTTP speed of userservice beside the bare-Flask reference, under identical gunicorn settings.
 
-    python benchmarks/http_speed.py [--quick] [--database-url URL]
+    python benchmarks/http_speed.py [--quick] [--database-url URL] [--baseline DIR]
 
 Starts both apps (2 gevent workers each, the settings `userservice serve` uses), seeds a
 signed-in user with a profile of about 1 KB, then drives each endpoint and its reference
 alternately with wrk (127.0.0.1 only, bounded in time) and prints requests/s, p50, p99 and
 the ratio to the reference, all measured side by side in this one run. Needs `wrk`
 (Debian: apt-get install wrk).
+
+With --baseline DIR the reference is instead userservice as another checkout has it (say a
+`git worktree add /tmp/before <commit>`), run the same way: a change's cost, side by side.
 """
 import argparse
 import json
@@ -35,15 +38,19 @@ def wait_healthy(url, path, process, timeout=30):
         try:
             if requests.get(url + path, timeout=1).ok:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or still booting its workers
             time.sleep(0.02)
     sys.exit("server did not start: %s" % process.args)
 
 
-def start(command, env, port, health_path):
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env})
+def start(command, env, port, health_path, cwd=ROOT):
+    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env})
     url = "http://127.0.0.1:%d" % port
-    wait_healthy(url, health_path, process)
+    try:
+        wait_healthy(url, health_path, process)
+    except BaseException:
+        process.terminate()
+        raise
     return process, url
 
 
@@ -113,6 +120,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 rounds of 4 s per endpoint (about a minute)")
     parser.add_argument("--database-url", help="userservice database (default: a temporary SQLite file)")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="compare with userservice in another checkout instead of the bare-Flask reference")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -122,24 +131,39 @@ def main():
     reference_url = "sqlite:///%s/reference.db" % workdir
 
     startup = time_to_first_answer(39391, "sqlite:///%s/startup.db" % workdir)
-    service, url = start(GUNICORN + ["--bind", "127.0.0.1:39392", "wsgi:app"],
-                         {"USERSERVICE_DATABASE_URL": database_url}, 39392, "/.well-known/health")
-    reference, ref_url = start(GUNICORN + ["--bind", "127.0.0.1:39393", "benchmarks.reference_app:app"],
-                               {"REFERENCE_DATABASE_URL": reference_url}, 39393, "/fixed")
+    servers = []
     try:
+        service, url = start(GUNICORN + ["--bind", "127.0.0.1:39392", "wsgi:app"],
+                             {"USERSERVICE_DATABASE_URL": database_url}, 39392, "/.well-known/health")
+        servers.append(service)
+        if args.baseline:
+            baseline = os.path.abspath(args.baseline)
+            reference, ref_url = start(GUNICORN + ["--bind", "127.0.0.1:39393", "wsgi:app"],
+                                       {"USERSERVICE_DATABASE_URL": "sqlite:///%s/baseline.db" % workdir,
+                                        "PYTHONPATH": baseline}, 39393, "/.well-known/health", cwd=baseline)
+        else:
+            reference, ref_url = start(GUNICORN + ["--bind", "127.0.0.1:39393", "benchmarks.reference_app:app"],
+                                       {"REFERENCE_DATABASE_URL": reference_url}, 39393, "/fixed")
+        servers.append(reference)
         profile = seed(url)
+        if args.baseline:
+            seed(ref_url)
+            references = ["/user", "/users/" + profile["id"], "/user/update"]
+        else:
+            references = ["/fixed", "/fixed", "/update"]
         pairs = [
-            ("GET /user", (url + "/user", None), (ref_url + "/fixed", None)),
-            ("GET /users/{user}", (url + "/users/" + profile["id"], None), (ref_url + "/fixed", None)),
-            ("POST /user/update", (url + "/user/update", profile), (ref_url + "/update", profile)),
+            ("GET /user", (url + "/user", None), (ref_url + references[0], None)),
+            ("GET /users/{user}", (url + "/users/" + profile["id"], None), (ref_url + references[1], None)),
+            ("POST /user/update", (url + "/user/update", profile), (ref_url + references[2], profile)),
         ]
         results = measure(pairs, rounds, seconds)
     finally:
-        for process in (service, reference):
+        for process in servers:
             process.terminate()
             process.wait()
-    print("database: %s; wrk -t2 -c16, %d rounds x %d s, medians" % (
-        "SQLite" if database_url.startswith("sqlite") else database_url.split("@")[-1], rounds, seconds))
+    print("database: %s; wrk -t2 -c16, %d rounds x %d s, medians; reference: %s" % (
+        "SQLite" if database_url.startswith("sqlite") else database_url.split("@")[-1], rounds, seconds,
+        "userservice in %s" % args.baseline if args.baseline else "bare Flask"))
     print_table(results)
     print("userservice serve: first answer %.2f s after start" % startup)
 

@@ -9,6 +9,10 @@ acknowledged) to the moment the subscriber received that state.
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python benchmarks/stream_fanout.py                 # 100 and 1000, both protocols
     .venv/bin/python benchmarks/stream_fanout.py --subscribers 100 1000 5000 --updates 30
+    .venv/bin/python benchmarks/stream_fanout.py --subscribers 1000 --baseline /tmp/before
+
+With --baseline DIR each run is made twice, side by side, against this checkout and against
+userservice in DIR (say a `git worktree add /tmp/before <commit>`), in alternating order.
 """
 import argparse
 import asyncio
@@ -32,12 +36,15 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def start_server(port, workers, database_dir):
+def start_server(port, workers, database_dir, checkout=None):
+    """`userservice serve` of this checkout, or of another one (`checkout`, a directory)."""
     env = {**os.environ, "USERSERVICE_DATABASE_URL": "sqlite:///%s/bench.db" % database_dir,
            "USERSERVICE_STREAM_MAX_SUBSCRIBERS": "20000"}
+    if checkout:
+        env["PYTHONPATH"] = checkout
     process = subprocess.Popen([sys.executable, "-m", "userservice.cli", "serve", "--host", "127.0.0.1",
                                 "--port", str(port), "--workers", str(workers)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=checkout)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -138,24 +145,30 @@ def main():
     parser.add_argument("--protocols", nargs="+", default=["websocket", "sse"], choices=["websocket", "sse"])
     parser.add_argument("--updates", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--baseline", metavar="DIR", help="also run userservice from another checkout")
     args = parser.parse_args()
-    print("%-10s %6s %9s %9s %9s %8s %8s %14s" % ("protocol", "subs", "p50 ms", "p99 ms", "max ms", "missed",
-                                                   "dropped", "KB/idle sub"))
-    for protocol in args.protocols:
-        for count in args.subscribers:
-            with tempfile.TemporaryDirectory() as database_dir:
-                port = free_port()
-                server = start_server(port, args.workers, database_dir)
-                try:
-                    latencies, missing, dropped, rss_per_subscriber = asyncio.run(asyncio.wait_for(
-                        run("http://127.0.0.1:%d" % port, server, protocol, count, args.updates),
-                        DEADLINE_SECONDS))
-                finally:
-                    server.terminate()
-                    server.wait(20)
-            print("%-10s %6d %9.1f %9.1f %9.1f %8d %8d %14.1f" % (
-                protocol, count, statistics.median(latencies), percentile(latencies, 0.99), max(latencies),
-                missing, dropped, rss_per_subscriber), flush=True)
+    builds = [("this", None)] + ([("baseline", os.path.abspath(args.baseline))] if args.baseline else [])
+    print("%-9s %-10s %6s %9s %9s %9s %8s %8s %14s" % ("build", "protocol", "subs", "p50 ms", "p99 ms",
+                                                        "max ms", "missed", "dropped", "KB/idle sub"))
+    for number, (protocol, count) in enumerate((p, c) for p in args.protocols for c in args.subscribers):
+        for name, checkout in builds if number % 2 == 0 else reversed(builds):
+            print("%-9s %s" % (name, measure_once(args, protocol, count, checkout)), flush=True)
+
+
+def measure_once(args, protocol, count, checkout):
+    with tempfile.TemporaryDirectory() as database_dir:
+        port = free_port()
+        server = start_server(port, args.workers, database_dir, checkout)
+        try:
+            latencies, missing, dropped, rss_per_subscriber = asyncio.run(asyncio.wait_for(
+                run("http://127.0.0.1:%d" % port, server, protocol, count, args.updates),
+                DEADLINE_SECONDS))
+        finally:
+            server.terminate()
+            server.wait(20)
+    return "%-10s %6d %9.1f %9.1f %9.1f %8d %8d %14.1f" % (
+        protocol, count, statistics.median(latencies), percentile(latencies, 0.99), max(latencies),
+        missing, dropped, rss_per_subscriber)
 
 
 if __name__ == "__main__":

@@ -137,7 +137,8 @@ def drain(subscription):
 
 def test_follower_behind_a_pruned_log_announces_the_current_state(short_log, client, service):
     make_changes(client, 10)
-    follower = changelog.Follower(service.change_log, hub.Hub(), poll_interval=0.01)
+    follower = changelog.Follower(service.change_log, hub.Hub(), poll_interval=0.01,
+                                  metrics=service.metrics)
     follower.catch_up()
     behind = follower.hub.subscribe(64, limit=10)
     follower.seq = 1  # as if this process had slept through the pruned changes
@@ -151,7 +152,8 @@ def test_follower_at_the_edge_of_a_pruned_log(short_log, client, service, behind
     make_changes(client, 10)
     last, oldest, _state = service.change_log.position()
     assert 1 < oldest < last
-    follower = changelog.Follower(service.change_log, hub.Hub(), poll_interval=0.01)
+    follower = changelog.Follower(service.change_log, hub.Hub(), poll_interval=0.01,
+                                  metrics=service.metrics)
     follower.catch_up()
     subscription = follower.hub.subscribe(64, limit=10)
     follower.seq = oldest - behind  # as if this process had read the log up to there

@@ -11,7 +11,7 @@ from userservice.problems import Problem
 
 @pytest.fixture
 def transactions():
-    """One entry per committed transaction: the group commit's on_commit appends it."""
+    """The writes each committed transaction carried: the group commit's on_commit appends it."""
     return []
 
 
@@ -19,7 +19,7 @@ def transactions():
 def group(service, transactions):
     """A group commit on the app's database, built with an on_commit that counts."""
     return commits.GroupCommit(service.storage, service.change_log,
-                               on_commit=lambda: transactions.append(True))
+                               on_commit=lambda writes: transactions.append(writes))
 
 
 @pytest.fixture

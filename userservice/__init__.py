@@ -1,7 +1,7 @@
 """userservice: the Pieces OS User and Users API as a Flask application."""
 from flask import Flask
 
-from . import errors, extension, guards, openapi
+from . import errors, extension, guards, logs, metrics, openapi
 from .api import stream, user, users, wellknown
 from .config import configure
 from .version import VERSION as __version__
@@ -18,12 +18,21 @@ def create_app(test_config=None):
 
 
 def init_app(app, url_prefix=None):
-    """Wire the service into any Flask app (after `configure`): its own database, change
-    feed and stream, the error handler, the guards, and the blueprints under `url_prefix`."""
-    extension.init_app(app)
+    """Wire the service into any Flask app (after `configure`): request ids and logs, its own
+    database, change feed and stream, metrics, the error handler, the guards, the blueprints
+    under `url_prefix`, and its commands on the app's `flask` command."""
+    from . import cli  # the commands import the app factory: imported here, not above
+
+    logs.init_app(app)
+    service = extension.init_app(app, metrics.for_config(app.config))
     stream.init_app(app)
     errors.init_app(app)
-    blueprints = (user.bp, users.bp, stream.bp, wellknown.bp, openapi.bp)
+    blueprints = [user.bp, users.bp, stream.bp, wellknown.bp, openapi.bp]
+    if app.config["METRICS"]:
+        metrics.init_app(app)
+        blueprints.append(metrics.bp)
     guards.init_app(app, blueprints)
     for blueprint in blueprints:
         app.register_blueprint(blueprint, url_prefix=url_prefix)
+    cli.init_app(app)
+    return service

@@ -227,9 +227,10 @@ class Follower:
     gevent has patched threading, when gunicorn forks workers from a master).
     """
 
-    def __init__(self, change_log, hub, poll_interval):
+    def __init__(self, change_log, hub, poll_interval, metrics):
         self.log = change_log
         self.hub = hub
+        self.metrics = metrics
         self.poll_interval = poll_interval
         self.wakeup = threading.Event()
         self.thread = None
@@ -290,6 +291,7 @@ class Follower:
             self.restart()
             return
         last = self.log.last_seq()
+        self.metrics.feed_behind(last - self.seq)
         if last <= self.seq:
             return
         backlog = self.log.read_after(self.seq, up_to=last)

@@ -5,7 +5,7 @@ time, in the order of their change-log `seq`. Rather than each paying for BEGIN,
 row, COMMIT and a flush to disk on its own, the writes that arrive while a transaction is
 under way wait for the next one, which carries them all, each in a savepoint of its own so
 that one that fails leaves the others intact. A write is answered only after its
-transaction committed, and then `on_commit` is called: the link to the stream.
+transaction committed, and then `on_commit(writes)` is called: the link to the stream.
 """
 import threading
 import time
@@ -85,7 +85,7 @@ class GroupCommit:
             settle(batch or self.take(), Problem(503, "The write was interrupted; nothing was written."))
             raise
         else:
-            self.on_commit()
+            self.on_commit(len(batch))
             settle(batch)
 
     def run_job(self, pending, head, isolated):

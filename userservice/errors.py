@@ -44,6 +44,8 @@ def problem_response(error):
     invalid_params = getattr(error, "invalid_params", None)
     if invalid_params:
         body["invalid-params"] = invalid_params
+    if g.get("request_id"):
+        body["request-id"] = g.request_id
     response = error.get_response()
     response.set_data(json.dumps(body))
     response.mimetype = "application/problem+json"

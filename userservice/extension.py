@@ -22,15 +22,22 @@ class UserService:
     """The parts of one app, wired once, each link passed where it is built: a commit
     reaches the stream through the `on_commit` the group commit is given."""
 
-    def __init__(self, config):
-        self.storage = Storage(config["DATABASE_URL"], config["DATABASE_MAX_CONNECTIONS"])
+    def __init__(self, config, metrics):
+        self.metrics = metrics
+        self.storage = Storage(config["DATABASE_URL"], config["DATABASE_MAX_CONNECTIONS"], metrics)
         self.change_log = ChangeLog(self.storage, config["CHANGE_LOG_KEEP"])
         self.hub = Hub()
-        self.follower = Follower(self.change_log, self.hub, config["STREAM_POLL_INTERVAL"])
-        self.commits = GroupCommit(self.storage, self.change_log, on_commit=self.follower.wake)
+        self.follower = Follower(self.change_log, self.hub, config["STREAM_POLL_INTERVAL"], metrics)
+        self.commits = GroupCommit(self.storage, self.change_log, on_commit=self.committed)
         self.profiles = Profiles(self.storage)
         self.read_cache = ReadCache(self.storage)
         self.token_keys = keys_for(config)
+        self.migrations_current = False  # set by the readiness check once they are
+
+    def committed(self, writes):
+        """After each transaction the group commit carried: `writes` of them, now durable."""
+        self.follower.wake()
+        self.metrics.committed(writes)
 
     def close(self):
         """Stop the follower, then close the pool it reads through."""
@@ -38,8 +45,8 @@ class UserService:
         self.storage.close()
 
 
-def init_app(app):
-    service = UserService(app.config)
+def init_app(app, metrics):
+    service = UserService(app.config, metrics)
     app.extensions[EXTENSION] = service
     if app.config["MIGRATE_ON_START"]:
         migrate(service.storage)

@@ -12,7 +12,8 @@ from flask import current_app, request
 from .problems import NotJson, Problem
 
 EXTENSION = "userservice.guards"
-OPEN_PATHS = ("/.well-known/health",)  # the SDKs probe it to find the service
+# The SDKs probe health to find the service; probes of an orchestrator carry no key.
+OPEN_ENDPOINTS = ("wellknown.health", "wellknown.ready")
 STREAM_ENDPOINTS = ("stream.event_stream", "stream.websocket_stream")
 API_KEY_HEADER = "X-API-Key"
 API_KEY_PARAMETER = "api_key"  # browsers cannot set headers on a WebSocket or EventSource
@@ -98,7 +99,7 @@ def presented_key():
 def check_api_key():
     """When the deployment sets USERSERVICE_API_KEY, every caller must present it."""
     expected = current_app.config["API_KEY"]
-    if not expected or request.path in OPEN_PATHS:
+    if not expected or request.endpoint in OPEN_ENDPOINTS:
         return
     presented = presented_key()
     if presented is None or not hmac.compare_digest(
@@ -122,12 +123,15 @@ def check_body():
         raise NotJson()
 
 
-def guard():
-    """Run before every view, in order: who may ask at all, then what they may send.
+def serves():
+    """Whether this request is the service's: its routes, and requests that match no route.
+    An embedding site's own routes are left to it."""
+    return request.url_rule is None or request.blueprint in current_app.extensions[EXTENSION]
 
-    An embedding site's own routes are left to it; unrouted requests are guarded too.
-    """
-    if request.url_rule is not None and request.blueprint not in current_app.extensions[EXTENSION]:
+
+def guard():
+    """Run before every view, in order: who may ask at all, then what they may send."""
+    if not serves():
         return None
     check_host()
     if is_preflight():

@@ -52,3 +52,9 @@ def migrate(storage):
         storage.count_commit()  # what a migration wrote must not hide behind running servers' caches
         log.info("applied migrations: %s", ", ".join(applied))
     return applied
+
+
+def pending(storage):
+    """The names of the migrations not applied yet."""
+    with storage.connection():
+        return [migration.name for migration in runner(storage).status() if not migration.applied]

@@ -167,7 +167,7 @@ def text_operation(operation_id, summary, api_key, guarded=True):
     return {"operationId": operation_id, "summary": summary, "responses": responses}
 
 
-def build(api_key):
+def build(api_key, metrics=True):
     """The document, as a dict."""
     spec = APISpec(title="userservice", version=VERSION, openapi_version=OPENAPI_VERSION,
                    plugins=[MarshmallowPlugin()],
@@ -187,6 +187,15 @@ def build(api_key):
     health["security"] = []
     spec.path("/.well-known/health", operations={"get": health, "head": {**health, "operationId": "healthHead"}})
     spec.path("/.well-known/version", operations={"get": text_operation("version", "The service's version", api_key)})
+    ready = text_operation("ready", "`ready` when the database is reachable, migrations are current and the "
+                                    "change feed follows the log", api_key, guarded=False)
+    ready["security"] = []
+    ready["responses"]["503"] = {"description": "Not ready; `detail` says why.",
+                                 "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    spec.path("/.well-known/ready", operations={"get": ready})
+    if metrics:
+        exposition = text_operation("metrics", "Prometheus metrics (text exposition format)", api_key)
+        spec.path("/metrics", operations={"get": exposition})
     spec.path("/openapi.json", operations={"get": {
         "operationId": "openapi", "summary": "This document",
         "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
@@ -208,5 +217,5 @@ def document(app):
     """The app's document, built on first use (it depends on the app's settings only)."""
     built = app.extensions.get(EXTENSION)
     if built is None:
-        built = app.extensions[EXTENSION] = build(bool(app.config["API_KEY"]))
+        built = app.extensions[EXTENSION] = build(bool(app.config["API_KEY"]), app.config["METRICS"])
     return built

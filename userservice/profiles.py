@@ -65,8 +65,9 @@ class Profiles:
                 raise Problem(409, "The %s %r is already taken by another user." % (field, key),
                               invalid_params=[{"name": field, "reason": "already taken"}])
 
-    def save(self, profile, row=None, subject=None):
-        """Write a profile (insert, or replace `row`); returns its JSON."""
+    def save(self, profile, row=None, subject=None, signed_in=None):
+        """Write a profile (insert, or replace `row`); returns its JSON. A new user signed in
+        first at `signed_in` (now, unless an import says otherwise)."""
         text = encode_profile(profile)
         username_key = lower_or_none(profile.get("username"))
         vanityname_key = lower_or_none(profile.get("vanityname"))
@@ -81,7 +82,7 @@ class Profiles:
                    "updated": stamp(profile, "updated"), "document": text}
         User = self.User
         if row is None:
-            User.insert(id=profile["id"], signed_in=naive_utc(utcnow()),
+            User.insert(id=profile["id"], signed_in=naive_utc(signed_in or utcnow()),
                         subject=subject if new_subject else None, **columns).execute()
         else:
             self.statements.save_user.execute(self.database, id=profile["id"], **columns)
@@ -91,6 +92,13 @@ class Profiles:
 
     def delete(self, user_id):
         self.User.delete().where(self.User.id == user_id).execute()
+
+    def rows(self):
+        """(document, subject, first sign-in) of everyone, in the order they first signed in."""
+        User = self.User
+        with self.storage.connection():
+            return list(User.select(User.document, User.subject, User.signed_in)
+                        .order_by(User.signed_in, User.id).tuples())
 
     def listing(self):
         """A Users document of everyone on the device, in the order they first signed in."""

@@ -78,17 +78,31 @@ def describe(url):
 class Storage:
     """The database of one app. Nothing here is shared with another app in the process."""
 
-    def __init__(self, url, max_connections):
+    def __init__(self, url, max_connections, metrics):
         self.url = url
+        self.metrics = metrics
         self.database = connect(url, max_connections)
         self.is_sqlite = isinstance(self.database, SqliteDatabase)
         self.models = models.bind(self.database)
         self.statements = Statements(self.models, lock_rows=not self.is_sqlite)
         self.counter = CommitCounter(sqlite_path(url) + "-commits") if self.is_sqlite else None
 
+    @contextlib.contextmanager
     def connection(self):
-        """A pooled connection for the duration of a `with` block, and only for that."""
-        return self.database.connection_context()
+        """A pooled connection for the duration of a `with` block, and only for that (a
+        block inside another one uses the outer block's connection)."""
+        database = self.database
+        if not database.is_closed():
+            yield
+            return
+        with self.metrics.waiting_for_connection():
+            database.connect()
+        self.metrics.connection_taken()
+        try:
+            yield
+        finally:
+            database.close()
+            self.metrics.connection_returned()
 
     @contextlib.contextmanager
     def write_transaction(self):

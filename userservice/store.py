@@ -5,7 +5,10 @@ state row) locked, so they commit one at a time and in the order of their change
 each records its change in the same transaction. Responses are the stored JSON text, so a
 profile is encoded once per change.
 """
+import datetime
 import json
+
+from peewee import IntegrityError
 
 from . import extension
 from .mapping import profile_from_auth0, profile_from_claims, profile_id_for, timestamp
@@ -48,6 +51,19 @@ def select_user(auth0_user):
         head.current = profile["id"]
         head.record("select", profile["id"], current=text)
         return text
+
+    return service.commits.run(job)
+
+
+def select_stored(user_id):
+    """Make a user already on the device current, its stored profile unchanged."""
+    service = extension.current()
+
+    def job(head):
+        row = service.profiles.get(user_id)
+        head.current = row.id
+        head.record("select", row.id, current=row.document)
+        return row.document
 
     return service.commits.run(job)
 
@@ -158,6 +174,43 @@ def disconnect_user(user_id):
 
     service.commits.run(job)
     return list_users()
+
+
+def import_records(records, progress=None):
+    """Add exported users, all of them or none: one job, so one transaction. `records` are
+    (line number, loaded record); a user already on the device, or a clash with one, fails
+    the whole import naming the line."""
+    service = extension.current()
+
+    def job(head):
+        for number, record in records:
+            profile = record["profile"]
+            try:
+                if service.profiles.find(profile["id"]) is not None:
+                    raise Problem(409, "user %r is already on this device" % profile["id"])
+                text = service.profiles.save(profile, None, record.get("subject"), record["signed_in"])
+            except (Problem, IntegrityError) as error:
+                raise Problem(409, "line %d: %s" % (number, getattr(error, "description", error))) from None
+            if record["current"]:
+                head.current = profile["id"]
+            head.record("import", profile["id"], current=text if record["current"] else None)
+            if progress is not None:
+                progress(1)
+
+    service.commits.run(job)
+
+
+def export_records():
+    """Every user as `users export` writes it: the profile, subject, first sign-in, current."""
+    current = json.loads(current_profile())
+    current_id = current["id"] if current else None
+    return [{"profile": json.loads(document), "subject": subject, "signed_in": timestamp_utc(signed_in),
+             "current": json.loads(document)["id"] == current_id}
+            for document, subject, signed_in in extension.current().profiles.rows()]
+
+
+def timestamp_utc(moment):
+    return moment.replace(tzinfo=datetime.timezone.utc) if moment.tzinfo is None else moment
 
 
 # --- reads ----------------------------------------------------------------------------------

@@ -5,13 +5,19 @@ with a public key can pass. Token values are never logged or echoed back.
 """
 import os
 
-import jwt
-
 from .problems import Problem
 
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 JWKS_CACHE_SECONDS = 300
 SETTINGS = ("OIDC_JWKS", "OIDC_ISSUER", "OIDC_AUDIENCE")
+
+
+def pyjwt():
+    """PyJWT, imported when first used: it imports ssl, which a gunicorn master must not do
+    before its gevent workers have patched it."""
+    import jwt
+
+    return jwt
 
 
 class Keys:
@@ -20,7 +26,7 @@ class Keys:
 
     def __init__(self, source):
         self.source = source
-        self.remote = (jwt.PyJWKClient(source, cache_jwk_set=True, lifespan=JWKS_CACHE_SECONDS)
+        self.remote = (pyjwt().PyJWKClient(source, cache_jwk_set=True, lifespan=JWKS_CACHE_SECONDS)
                        if source.startswith("https://") else None)
         self.file = (None, None)  # (modification time, PyJWKSet)
 
@@ -28,17 +34,21 @@ class Keys:
         modified = os.stat(self.source).st_mtime_ns
         if self.file[0] != modified:
             with open(self.source, encoding="utf-8") as handle:
-                self.file = (modified, jwt.PyJWKSet.from_json(handle.read()))
+                self.file = (modified, pyjwt().PyJWKSet.from_json(handle.read()))
         return self.file[1].keys
+
+    def load(self):
+        """Every key, fetched or read now: a check that the source works."""
+        return self.remote.get_signing_keys() if self.remote is not None else self.file_keys()
 
     def signing_key(self, token):
         if self.remote is not None:
             return self.remote.get_signing_key_from_jwt(token)
-        key_id = jwt.get_unverified_header(token).get("kid")
+        key_id = pyjwt().get_unverified_header(token).get("kid")
         keys = self.file_keys()
         matching = [key for key in keys if key.key_id == key_id or (key_id is None and len(keys) == 1)]
         if not matching:
-            raise jwt.InvalidTokenError("no key in the JWKS matches the token's kid")
+            raise pyjwt().InvalidTokenError("no key in the JWKS matches the token's kid")
         return matching[0]
 
 
@@ -58,13 +68,13 @@ def verify(id_token, config, keys):
     try:
         key = keys.signing_key(id_token)
         if key.key_type == "oct":
-            raise jwt.InvalidKeyError("symmetric keys are not accepted")
-        return jwt.decode(
+            raise pyjwt().InvalidKeyError("symmetric keys are not accepted")
+        return pyjwt().decode(
             id_token, key.key, algorithms=ALGORITHMS,
             audience=config["OIDC_AUDIENCE"], issuer=config["OIDC_ISSUER"],
             options={"require": ["exp", "iss", "aud", "sub"]},
         )
-    except (jwt.PyJWTError, ValueError) as error:
+    except (pyjwt().PyJWTError, ValueError) as error:
         raise Problem(401, "The id_token failed verification: %s." % type(error).__name__) from None
     except OSError:
         raise Problem(503, "The configured JWKS could not be read.") from None

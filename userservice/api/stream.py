@@ -72,7 +72,9 @@ def take_subscription():
 
 @sock.route("/user/stream", bp=bp)
 def websocket_stream(ws):
-    hub, subscription = extension.current().hub, take_subscription()
+    service, subscription = extension.current(), take_subscription()
+    hub, metrics = service.hub, service.metrics
+    metrics.stream_opened("websocket")
     try:
         ws.send(subscription.state)
         while True:
@@ -82,12 +84,14 @@ def websocket_stream(ws):
                 return
             discard_client_messages(ws)
             if subscription.lagging:
+                metrics.stream_lagged("websocket")
                 subscription = hub.resubscribe(subscription)
                 ws.send(subscription.state)
             elif event is not None:
                 ws.send(event.state)
     finally:
         hub.unsubscribe(subscription)
+        metrics.stream_closed("websocket")
 
 
 def going_away(ws):
@@ -115,17 +119,21 @@ def event_stream():
         raise
 
     def events():
+        service.metrics.stream_opened("sse")
         try:
             yield "retry: %d\n\n" % SSE_RETRY_MS
             for seq, state in backlog:
                 yield Event(seq, state).sse
             while True:
                 event = subscription.next(heartbeat)
+                if subscription.lagging:
+                    service.metrics.stream_lagged("sse")
                 if event is CLOSED or subscription.lagging:
                     return  # a lagging client reconnects with Last-Event-ID and misses nothing
                 yield ": keep-alive\n\n" if event is None else event.sse
         finally:
             service.hub.unsubscribe(subscription)
+            service.metrics.stream_closed("sse")
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return Response(events(), mimetype="text/event-stream", headers=headers)

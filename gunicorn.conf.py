@@ -1,0 +1,6 @@
+"""gunicorn's settings for `gunicorn wsgi:app` from the top of the repository: the same ones
+`userservice serve` uses (userservice/server.py), from USERSERVICE_* variables. Flags given to
+gunicorn on its command line still win."""
+from userservice import server
+
+globals().update(server.gunicorn_settings(server.checked_config()))

@@ -1,0 +1,4 @@
+"""`python -m userservice.cli`: the `userservice` command."""
+from . import main
+
+main()

@@ -1,0 +1,116 @@
+"""What the service says about itself: an id for every request (sent back as X-Request-ID and
+named in problem bodies), the access log (one line per request, secrets blanked), and the
+log format, text or one JSON object per line, for every logger of the process."""
+import logging
+import re
+import time
+import uuid
+from urllib.parse import parse_qsl, urlencode
+
+from flask import current_app, g, request
+
+from .guards import API_KEY_PARAMETER, serves
+
+REQUEST_ID_HEADER = "X-Request-ID"
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+REDACTED = "[redacted]"
+TEXT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"
+access_log = logging.getLogger("userservice.access")
+
+
+def start_request():
+    """First of all: the request's id (the client's own, when it sent a sane one)."""
+    if not serves():
+        return
+    sent = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = sent if SANE_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+    g.request_started = time.perf_counter()
+
+
+def finish_response(response):
+    request_id = g.get("request_id")
+    if request_id is None:
+        return response
+    response.headers[REQUEST_ID_HEADER] = request_id
+    if current_app.config["ACCESS_LOG"]:
+        line = AccessLine(response.status_code)
+        if response.is_streamed:  # Server-Sent Events: the request ends when the stream does
+            response.call_on_close(line.write)
+        else:
+            g.access_line = line
+    return response
+
+
+def write_access_line(_error):
+    """After the view has returned (for a WebSocket: after the socket has closed)."""
+    line = g.pop("access_line", None)
+    if line is not None:
+        line.write()
+
+
+class AccessLine:
+    def __init__(self, status):
+        upgraded = request.headers.get("Upgrade", "").lower() == "websocket" and status == 200
+        self.method, self.path, self.status = request.method, path_without_secrets(), 101 if upgraded else status
+        self.request_id, self.started = g.request_id, g.request_started
+
+    def write(self):
+        milliseconds = (time.perf_counter() - self.started) * 1000
+        access_log.info("%s %s %d %.1f ms id=%s", self.method, self.path, self.status, milliseconds,
+                        self.request_id, extra={
+                            "method": self.method, "path": self.path, "status": self.status,
+                            "duration_ms": round(milliseconds, 3), "request_id": self.request_id})
+
+
+def path_without_secrets():
+    if not request.query_string:
+        return request.path
+    pairs = [(name, REDACTED if name == API_KEY_PARAMETER else value)
+             for name, value in parse_qsl(request.query_string.decode("latin-1"), keep_blank_values=True)]
+    return "%s?%s" % (request.path, urlencode(pairs, safe="[]"))
+
+
+JSON_RENAMED = {"asctime": "time", "levelname": "level", "name": "logger"}
+
+
+def formatter_config(log_format):
+    if log_format == "json":
+        return {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": JSON_FIELDS, "rename_fields": JSON_RENAMED}
+    return {"format": TEXT_FORMAT}
+
+
+def make_formatter(log_format):
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        return JsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMED)
+    return logging.Formatter(TEXT_FORMAT)
+
+
+def logging_config(log_format):
+    """A logging.config.dictConfig for the whole process (gunicorn's `logconfig_dict`)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"userservice": formatter_config(log_format)},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "userservice",
+                                "stream": "ext://sys.stderr"}},
+        "root": {"level": "INFO", "handlers": ["stderr"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": False},
+        },
+    }
+
+
+def init_app(app):
+    """Called before the guards are, so that whatever refuses a request can name its id."""
+    app.before_request(start_request)
+    app.after_request(finish_response)
+    app.teardown_request(write_access_line)
+    if app.config["ACCESS_LOG"] and not (logging.getLogger().handlers or access_log.handlers):
+        handler = logging.StreamHandler()  # `flask run`, or a site that configured no logging
+        handler.setFormatter(make_formatter(app.config["LOG_FORMAT"]))
+        access_log.addHandler(handler)
+        access_log.setLevel(logging.INFO)

@@ -1,0 +1,170 @@
+"""How userservice runs under gunicorn, from one place.
+
+`userservice serve` and plain `gunicorn wsgi:app` (which reads gunicorn.conf.py at the top of
+the repository) take the same bind address, worker class, limits, logging and hooks from
+`gunicorn_settings`; the master checks the configuration, the port and the database before
+any worker starts, so each problem is one line and a non-zero exit.
+"""
+import errno
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+
+from flask import Flask
+
+from . import extension, logs, storage
+from .metrics import Unmeasured
+from .config import ConfigError, configure
+from .migrate import migrate
+from .version import VERSION
+
+DEFAULT_BIND = "127.0.0.1:39300"  # the first port the Pieces SDKs probe
+WORKER_CLASSES = ("gevent", "gthread")
+SPARE_CONNECTIONS = 1000  # gevent: connections beyond the streams, for ordinary requests
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+log = logging.getLogger("userservice")
+
+
+def fail(message, status=1):
+    """End the process with one line for the operator, no traceback."""
+    print("userservice: %s" % message, file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+def checked_config(overrides=None):
+    """The settings from the environment (and `overrides`), checked; exit 2 if one is bad."""
+    try:
+        return configure(Flask("userservice"), overrides)
+    except ConfigError as error:
+        fail(error, status=2)
+
+
+def gunicorn_settings(config, worker_class="gevent", threads=32):
+    """gunicorn's settings for this configuration; command-line flags may override them."""
+    return {
+        "bind": [DEFAULT_BIND],
+        "workers": 2,
+        "worker_class": worker_class,
+        "threads": threads,
+        "worker_connections": config["STREAM_MAX_SUBSCRIBERS"] + SPARE_CONNECTIONS,
+        "timeout": 30,
+        "graceful_timeout": 10,
+        "keepalive": 2,  # gunicorn's default; a graceful shutdown waits out idle connections
+        "errorlog": "-",
+        "accesslog": None,  # the app writes its own, with secrets blanked (ACCESS_LOG)
+        "control_socket_disable": True,
+        "logconfig_dict": logs.logging_config(config["LOG_FORMAT"]),
+        "on_starting": on_starting,
+        "when_ready": when_ready,
+        "post_worker_init": post_worker_init,
+        "child_exit": child_exit,
+        "on_exit": on_exit,
+    }
+
+
+def on_starting(arbiter):
+    """In the master, before it binds or forks: settings, port and database, one line each."""
+    config = checked_config()
+    cfg = arbiter.cfg
+    os.environ.update(worker_environment(config, cfg.worker_class_str, cfg.threads))
+    for address in cfg.bind:
+        check_port_free(address)
+    prepare_database(config["DATABASE_URL"])
+    if config["METRICS"] and METRICS_DIR not in os.environ:
+        os.environ[METRICS_DIR] = tempfile.mkdtemp(prefix="userservice-metrics-")
+        arbiter.userservice_metrics_dir = os.environ[METRICS_DIR]
+
+
+def worker_environment(config, worker_class, threads):
+    """What the workers' apps are told about the server they run in: a pool as large as
+    their concurrency needs (unless set), and under gthread the streams a worker can hold:
+    each pins a thread of the pool, a quarter of which stays for ordinary requests, which
+    would otherwise queue behind streams and hang instead of the next stream getting 503."""
+    environment = {}
+    if "USERSERVICE_DATABASE_MAX_CONNECTIONS" not in os.environ:
+        environment["USERSERVICE_DATABASE_MAX_CONNECTIONS"] = str(storage.pool_size(worker_class, threads))
+    if worker_class == "gthread":
+        held = max(1, min(config["STREAM_MAX_SUBSCRIBERS"], threads - max(2, threads // 4)))
+        environment["USERSERVICE_STREAM_MAX_SUBSCRIBERS"] = str(held)
+    return environment
+
+
+def check_port_free(address):
+    problem = port_problem(address)
+    if problem:
+        fail(problem)
+
+
+def port_problem(address):
+    """Why the server could not listen on a host:port address, or None."""
+    host, _, port = address.rpartition(":")
+    if address.startswith(("unix:", "fd://")) or not port.isdigit():
+        return None
+    host = host.strip("[]") or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, int(port)))
+        except OSError as error:
+            reason = "is in use by another program" if error.errno == errno.EADDRINUSE else error.strerror
+            return "cannot listen on %s: the port %s" % (address, reason)
+    return None
+
+
+def prepare_database(url):
+    """Reach the database and apply pending migrations, then let go of it before forking."""
+    try:
+        database = storage.Storage(url, max_connections=1, metrics=Unmeasured())
+    except Exception as error:  # the driver's own words, without a traceback
+        fail("cannot open the database %s: %s" % (storage.describe(url), one_line(error)))
+    try:
+        migrate(database)
+    except Exception as error:
+        fail("cannot reach the database %s: %s" % (storage.describe(url), one_line(error)))
+    finally:
+        database.close()
+
+
+def one_line(error):
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def when_ready(arbiter):
+    config = checked_config()
+    log.info("userservice %s on %s (%s, %d workers), database: %s", VERSION,
+             ", ".join("http://%s" % address for address in arbiter.cfg.bind),
+             arbiter.cfg.worker_class_str, arbiter.cfg.workers, storage.describe(config["DATABASE_URL"]))
+
+
+def post_worker_init(worker):
+    """On SIGTERM, end this worker's streams first, so graceful shutdown need not wait for
+    long-lived clients to leave (gunicorn has no hook for the start of a shutdown)."""
+    previous = signal.getsignal(signal.SIGTERM)
+    worker.log.info("Worker ready (pid: %s)", worker.pid)
+
+    def on_term(signum, frame):
+        worker.wsgi.extensions[extension.EXTENSION].follower.stop()
+        worker.cfg.set("keepalive", 0)  # a connection whose stream ended closes, not idles
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def child_exit(arbiter, worker):
+    """A worker's live gauges leave the metrics with it."""
+    if os.environ.get(METRICS_DIR):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(arbiter):
+    directory = getattr(arbiter, "userservice_metrics_dir", None)
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
