@@ -54,6 +54,7 @@ def test_every_route_is_documented_with_its_methods(served):
     ("/users/authenticate/from_token", "post", {"200", "400", "403", "409", "413", "415", "501", "503"}),
     ("/users/{user}", "get", {"200", "403", "404"}),
     ("/users/{user}/disconnect", "post", {"200", "403", "404"}),
+    ("/users/{user}/select", "post", {"200", "403", "404"}),
     ("/user/stream", "get", {"101", "200", "403", "503"}),
 ])
 def test_documented_statuses(served, path, method, statuses):

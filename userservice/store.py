@@ -52,6 +52,20 @@ def select_user(auth0_user):
     return service.commits.run(job)
 
 
+def select_known_user(user_id):
+    """Make a user already on the device current, its stored profile unchanged: /user/select
+    needs the Auth0 user, which the device does not keep (tokens, identities)."""
+    service = extension.current()
+
+    def job(head):
+        row = service.profiles.get(user_id)
+        head.current = row.id
+        head.record("select", row.id, current=row.document)
+        return row.document
+
+    return service.commits.run(job)
+
+
 def clear_user():
     def job(head):
         if head.current is not None:
