@@ -1,23 +1,23 @@
 """An existing Flask site mounts the service under a prefix, as README.md shows."""
-import pytest
-from flask import Flask
+import re
 
-import userservice
+import pytest
+
 from conftest import discard
+from embedded_site import create_site
+
+API_KEY = "embedded-key-c41d"
 
 
 @pytest.fixture
-def site(database_url):
+def site_settings(database_url):
+    return {"TESTING": True, "DATABASE_URL": database_url}
+
+
+@pytest.fixture
+def site(site_settings):
     """A site of its own, with its own route, that embeds the service under /pieces."""
-    app = Flask("mysite")
-    app.config["TESTING"] = True
-
-    @app.get("/")
-    def home():
-        return "my site"
-
-    userservice.configure(app, {"DATABASE_URL": database_url})
-    userservice.init_app(app, url_prefix="/pieces")
+    app = create_site(site_settings)
     yield app.test_client()
     discard(app)
 
@@ -46,3 +46,21 @@ def test_embedded_errors_are_problem_json(site):
     assert response.status_code == 404
     assert response.mimetype == "application/problem+json"
     assert response.get_json()["instance"] == "/pieces/users/ghost"
+
+
+def test_embedded_pages_and_their_assets_live_under_the_prefix(site):
+    html = site.get("/pieces/").get_data(as_text=True)
+    assert 'data-root="/pieces"' in html
+    links = [link for link in re.findall(r'(?:src|href)="([^"]*)"', html) if not link.startswith("data:")]
+    assert links and all(link.startswith("/pieces/") for link in links)
+    for link in links:
+        assert site.get(link).status_code == 200, link
+    assert site.get("/pieces/docs").status_code == 200
+
+
+def test_embedded_health_and_pages_open_without_the_api_key(site_settings, request):
+    site_settings["API_KEY"] = API_KEY
+    site = request.getfixturevalue("site")
+    assert site.get("/pieces/.well-known/health").data == b"ok"
+    assert site.get("/pieces/").status_code == 200
+    assert site.get("/pieces/user").status_code == 401

@@ -9,10 +9,13 @@ import hmac
 
 from flask import current_app, request
 
+from .pages import OPEN_ENDPOINTS as PAGES
 from .problems import NotJson, Problem
 
 EXTENSION = "userservice.guards"
-OPEN_PATHS = ("/.well-known/health",)  # the SDKs probe it to find the service
+# Open without the API key (by endpoint, so also under an embedding site's prefix): health,
+# which the SDKs probe to find the service, and the pages, which then ask for the key.
+OPEN_ENDPOINTS = ("wellknown.health",) + PAGES
 STREAM_ENDPOINTS = ("stream.event_stream", "stream.websocket_stream")
 API_KEY_HEADER = "X-API-Key"
 API_KEY_PARAMETER = "api_key"  # browsers cannot set headers on a WebSocket or EventSource
@@ -98,7 +101,7 @@ def presented_key():
 def check_api_key():
     """When the deployment sets USERSERVICE_API_KEY, every caller must present it."""
     expected = current_app.config["API_KEY"]
-    if not expected or request.path in OPEN_PATHS:
+    if not expected or request.endpoint in OPEN_ENDPOINTS:
         return
     presented = presented_key()
     if presented is None or not hmac.compare_digest(
