@@ -16,6 +16,8 @@ import requests
 
 from userservice import create_app, extension, migrate
 
+pytest_plugins = ["browser"]  # Chromium for the browser tests: tests/browser.py
+
 EVENT_WAIT_SECONDS = 10  # how long a stream reader waits for an event before failing
 POSTGRES_URL = os.environ.get("USERSERVICE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgres"]
@@ -254,14 +256,3 @@ def other_process(database_url):
     yield select
     process.stdin.close()
     process.wait(10)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    """A browser test that fails saves a screenshot of every page it opened (the `open_page`
-    fixture of test_pages_browser.py) and names the files in its report."""
-    outcome = yield
-    report = outcome.get_result()
-    opener = getattr(item, "funcargs", {}).get("open_page")
-    if report.when == "call" and report.failed and opener is not None:
-        report.sections.append(("screenshots", "\n".join(opener.screenshots())))

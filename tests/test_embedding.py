@@ -1,10 +1,16 @@
-"""An existing Flask site mounts the service under a prefix, as README.md shows."""
+"""An existing Flask site mounts the service under a prefix, as README.md shows: through
+Flask's test client, and served by gunicorn to Debian's Chromium (see browser.py)."""
+import os
 import re
+import sys
 
 import pytest
+import requests
+from playwright.sync_api import expect
 
-from conftest import discard
-from embedded_site import create_site
+from browser import WAIT_MS, card, current_user, expect_live, sign_in
+from conftest import RunningServer, discard
+from embedded_site import PREFIX, create_site
 
 API_KEY = "embedded-key-c41d"
 
@@ -64,3 +70,40 @@ def test_embedded_health_and_pages_open_without_the_api_key(site_settings, reque
     assert site.get("/pieces/.well-known/health").data == b"ok"
     assert site.get("/pieces/").status_code == 200
     assert site.get("/pieces/user").status_code == 401
+
+
+class EmbeddedSite(RunningServer):
+    """tests/embedded_site.py under gunicorn: the service mounted at /pieces of another site."""
+
+    health_path = PREFIX + "/.well-known/health"
+
+    def command(self, args):
+        return [sys.executable, "-m", "gunicorn", "--chdir", os.path.dirname(__file__), "--bind",
+                "127.0.0.1:%d" % self.port, "--workers", str(self.workers), "--worker-class", "gthread",
+                "--threads", "8", "--graceful-timeout", "2", "embedded_site:create_site()"]
+
+    def booted(self):
+        return self.output().count("Booting worker") >= self.workers
+
+
+@pytest.fixture
+def embedded_site(database_url):
+    site = EmbeddedSite(database_url, extra_env={"USERSERVICE_STREAM_HEARTBEAT_INTERVAL": "1"})
+    yield site
+    site.stop()
+
+
+def test_page_works_under_the_url_prefix_of_an_embedding_site(embedded_site, open_page):
+    service = embedded_site.url + PREFIX
+    page = open_page()
+    paths = []
+    page.on("request", lambda request: paths.append(request.url[len(embedded_site.url):]))
+    page.goto(service + "/")
+    expect_live(page)
+    sign_in(service, "auth0|ada", name="Ada Lovelace")
+    expect(card(page).locator(".name")).to_have_text("Ada Lovelace", timeout=WAIT_MS)
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.locator("#nobody")).to_be_visible(timeout=WAIT_MS)
+    assert current_user(service) is None
+    assert paths and all(path.startswith(PREFIX + "/") for path in paths)
+    assert requests.get(embedded_site.url + "/", timeout=10).text == "my site"

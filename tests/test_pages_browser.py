@@ -1,116 +1,15 @@
-"""The pages in a real browser: Debian's Chromium, driven by Playwright, against real
-`userservice serve` processes, on both backends.
-
-Every page a test opens is watched: a Content-Security-Policy violation or an uncaught
-script error fails the test, and a failing test saves a screenshot of each page it opened
-(the paths are printed in its report).
-"""
-import json
-import os
-import sys
-from urllib.parse import urlsplit
-
-import pytest
+"""GET / in Debian's Chromium (see browser.py) against real `userservice serve` processes,
+on both backends: the signed-in user, live, through the stream; actions; reconnection; the
+API key prompt; framing refused."""
 import requests
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from conftest import RunningServer
-from embedded_site import PREFIX
+from browser import WAIT_MS, card, current_user, expect_live, sign_in
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 API_KEY = "browser-key-62f0"
-WAIT_MS = 10_000  # how long a page may take to show what the test expects (except where timed)
 RESTART_WAIT_MS = 20_000  # EventSource backs off while the server is down
 PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9Q"
        "DwADhgGAWjR9awAAAABJRU5ErkJggg==")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Chromium, headless, with a fresh profile (Playwright's launch makes a temporary
-    user-data dir and removes it on close); never a browser Playwright downloads."""
-    if not os.access(CHROMIUM, os.X_OK):
-        message = "Chromium is not installed at %s (apt-get install -y chromium)" % CHROMIUM
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-class PageOpener:
-    """Opens pages, each in a browser context of its own (its own sessionStorage, as another
-    person's browser), and keeps what each reports."""
-
-    def __init__(self, browser, directory):
-        self.browser, self.directory = browser, directory
-        self.pages, self.problems = [], []
-
-    def __call__(self, url=None, violations_expected=False):
-        context = self.browser.new_context(locale="en-US", timezone_id="UTC",
-                                           viewport={"width": 1000, "height": 760})
-        page = context.new_page()
-        page.on("pageerror", lambda error: self.problems.append("%s: %s" % (page.url, error)))
-        if not violations_expected:
-            page.on("console", lambda message: "Content Security Policy" in message.text
-                    and self.problems.append("%s: %s" % (page.url, message.text)))
-        self.pages.append(page)
-        if url:
-            page.goto(url)
-        return page
-
-    def screenshots(self):
-        paths = []
-        for number, page in enumerate(self.pages):
-            path = self.directory / ("page-%d.png" % number)
-            try:
-                page.screenshot(path=path, full_page=True)
-                paths.append("%s (%s)" % (path, page.url))
-            except Exception as error:  # a crashed page: say so, keep the others
-                paths.append("page %d: no screenshot: %s" % (number, error))
-        return paths
-
-    def close(self):
-        for page in self.pages:
-            page.context.close()
-
-
-@pytest.fixture
-def open_page(browser, tmp_path):
-    opener = PageOpener(browser, tmp_path)
-    yield opener
-    try:
-        assert opener.problems == [], "\n".join(opener.problems)
-    except AssertionError:
-        print("screenshots:\n" + "\n".join(opener.screenshots()))
-        raise
-    finally:
-        opener.close()
-
-
-def sign_in(base_url, user_id, key=None, **fields):
-    headers = {"X-API-Key": key} if key else {}
-    response = requests.post(base_url + "/user/select", json={"user_id": user_id, **fields},
-                             headers=headers, timeout=10)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def current_user(base_url, key=None):
-    headers = {"X-API-Key": key} if key else {}
-    return requests.get(base_url + "/user", headers=headers, timeout=10).json().get("user")
-
-
-def expect_live(page):
-    expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
-
-
-def card(page):
-    return page.locator("#current .profile")
 
 
 def field(page, name):
@@ -294,79 +193,6 @@ def test_page_asks_for_the_api_key_and_reports_a_wrong_one(database_url, serve, 
     page.get_by_role("button", name="Sign out").click()
     expect(page.locator("#nobody")).to_be_visible(timeout=WAIT_MS)
     assert current_user(server.url, key=API_KEY) is None
-
-
-def operations(document):
-    return {(method, path) for path, item in document["paths"].items() for method in item
-            if method in ("get", "head", "post", "put", "patch", "delete")}
-
-
-@pytest.mark.parametrize("keyed", [False, True], ids=["open", "keyed"])
-def test_docs_render_every_endpoint_and_try_it_out_returns_the_current_user(database_url, serve, open_page, keyed):
-    key = API_KEY if keyed else None
-    server = serve(database_url, extra_env={"USERSERVICE_API_KEY": API_KEY} if keyed else None)
-    profile = sign_in(server.url, "auth0|ada", key=key, name="Ada Lovelace")
-    document = requests.get(server.url + "/openapi.json", headers={"X-API-Key": API_KEY}, timeout=10).json()
-    page = open_page()
-    hosts = []
-    page.on("request", lambda request: hosts.append(urlsplit(request.url).netloc))
-    page.goto(server.url + "/docs")
-    if keyed:
-        page.get_by_label("API key").fill(API_KEY)
-        page.get_by_role("button", name="Use this key").click()
-
-    blocks = page.locator(".opblock")
-    expect(blocks).to_have_count(len(operations(document)), timeout=WAIT_MS)
-    rendered = {(block.locator(".opblock-summary-method").inner_text().lower(),
-                 block.locator(".opblock-summary-path").get_attribute("data-path")) for block in blocks.all()}
-    assert rendered == operations(document)
-
-    snapshot = page.locator("#operations-default-userSnapshot")
-    snapshot.locator(".opblock-summary").click()
-    snapshot.get_by_role("button", name="Try it out").click()
-    snapshot.get_by_role("button", name="Execute").click()
-    answer = snapshot.locator(".live-responses-table .response")
-    expect(answer.locator(".response-col_status")).to_have_text("200", timeout=WAIT_MS)
-    body = answer.locator(".highlight-code pre")
-    assert json.loads(body.inner_text()) == {"user": profile}
-    assert set(hosts) == {urlsplit(server.url).netloc}  # nothing from anywhere else
-
-
-class EmbeddedSite(RunningServer):
-    """tests/embedded_site.py under gunicorn: the service mounted at /pieces of another site."""
-
-    health_path = PREFIX + "/.well-known/health"
-
-    def command(self, args):
-        return [sys.executable, "-m", "gunicorn", "--chdir", os.path.dirname(__file__), "--bind",
-                "127.0.0.1:%d" % self.port, "--workers", str(self.workers), "--worker-class", "gthread",
-                "--threads", "8", "--graceful-timeout", "2", "embedded_site:create_site()"]
-
-    def booted(self):
-        return self.output().count("Booting worker") >= self.workers
-
-
-@pytest.fixture
-def embedded_site(database_url):
-    site = EmbeddedSite(database_url, extra_env={"USERSERVICE_STREAM_HEARTBEAT_INTERVAL": "1"})
-    yield site
-    site.stop()
-
-
-def test_page_works_under_the_url_prefix_of_an_embedding_site(embedded_site, open_page):
-    service = embedded_site.url + PREFIX
-    page = open_page()
-    paths = []
-    page.on("request", lambda request: paths.append(request.url[len(embedded_site.url):]))
-    page.goto(service + "/")
-    expect_live(page)
-    sign_in(service, "auth0|ada", name="Ada Lovelace")
-    expect(card(page).locator(".name")).to_have_text("Ada Lovelace", timeout=WAIT_MS)
-    page.get_by_role("button", name="Sign out").click()
-    expect(page.locator("#nobody")).to_be_visible(timeout=WAIT_MS)
-    assert current_user(service) is None
-    assert paths and all(path.startswith(PREFIX + "/") for path in paths)
-    assert requests.get(embedded_site.url + "/", timeout=10).text == "my site"
 
 
 def test_pages_refuse_to_be_framed(sqlite_url, serve, open_page):
