@@ -16,6 +16,8 @@ import requests
 
 from userservice import create_app, extension, migrate
 
+pytest_plugins = ["browser"]  # Chromium for the browser tests: tests/browser.py
+
 EVENT_WAIT_SECONDS = 10  # how long a stream reader waits for an event before failing
 POSTGRES_URL = os.environ.get("USERSERVICE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgres"]
@@ -149,23 +151,31 @@ def free_port():
 
 
 class RunningServer:
-    """A real `userservice serve` process (gunicorn) on a free port, ready once every worker
-    has booted: a signal sent to a worker still booting would be lost (gunicorn's handlers
-    are not installed yet)."""
+    """A real `userservice serve` process (gunicorn) on a free port (or `port`, to restart
+    one), ready once every worker has booted: a signal sent to a worker still booting would
+    be lost (gunicorn's handlers are not installed yet)."""
 
-    def __init__(self, database_url, workers=2, extra_env=None, args=()):
-        self.port = free_port()
+    health_path = "/.well-known/health"
+
+    def __init__(self, database_url, workers=2, extra_env=None, args=(), port=None):
+        self.port = port or free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.workers = workers
         env = {**os.environ, "USERSERVICE_DATABASE_URL": database_url, **(extra_env or {})}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "userservice.cli", "serve", "--port", str(self.port),
-             "--workers", str(workers), *args],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            self.command(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines = []
         self.reader = threading.Thread(target=self.read_output, daemon=True)
         self.reader.start()
         self.wait_until_ready()
+
+    def command(self, args):
+        return [sys.executable, "-m", "userservice.cli", "serve", "--port", str(self.port),
+                "--workers", str(self.workers), *args]
+
+    def booted(self):
+        """Every worker has installed its signal handlers (userservice's post_worker_init)."""
+        return self.output().count("Worker ready") >= self.workers
 
     def read_output(self):
         for line in self.process.stdout:
@@ -180,15 +190,15 @@ class RunningServer:
             if self.process.poll() is not None:
                 self.reader.join(5)
                 raise RuntimeError("userservice serve exited:\n" + self.output())
-            if self.output().count("Worker ready") >= self.workers and self.healthy():
+            if self.booted() and self.healthy():
                 return
             time.sleep(0.05)
         raise RuntimeError("userservice serve was not ready in %ss:\n%s" % (timeout, self.output()))
 
     def healthy(self):
         try:
-            return requests.get(self.url + "/.well-known/health", timeout=1).ok
-        except requests.ConnectionError:
+            return requests.get(self.url + self.health_path, timeout=1).ok
+        except (requests.ConnectionError, requests.Timeout):  # not listening, or still loading
             return False
 
     def stop(self):
@@ -206,7 +216,7 @@ class RunningServer:
 
 @pytest.fixture
 def serve():
-    """Start real servers: `serve(database_url, workers=2, extra_env=None)`."""
+    """Start real servers: `serve(database_url, workers=2, extra_env=None, port=None)`."""
     servers = []
 
     def start(database_url, **kwargs):

@@ -37,12 +37,23 @@ def test_specific_user_returns_the_stored_profile(client):
     assert response.get_json() == profile
 
 
-@pytest.mark.parametrize("path", ["/users/unknown", "/users/unknown/disconnect"])
+@pytest.mark.parametrize("path", ["/users/unknown", "/users/unknown/disconnect", "/users/unknown/select"])
 def test_unknown_user_is_404(client, path):
-    select(client, "auth0|1")
-    response = client.post(path) if path.endswith("disconnect") else client.get(path)
+    profile = select(client, "auth0|1")
+    response = client.get(path) if path == "/users/unknown" else client.post(path)
     assert_problem(response, 404)
-    assert len(client.get("/users").get_json()["iterable"]) == 1
+    assert client.get("/users").get_json() == {"iterable": [profile]}
+    assert client.get("/user").get_json() == {"user": profile}
+
+
+def test_select_known_user_makes_its_stored_profile_current(client):
+    first = select(client, "auth0|1", email="x@y.z")
+    second = select(client, "auth0|2")
+    response = client.post("/users/%s/select" % first["id"])
+    assert response.status_code == 200
+    assert response.get_json() == first  # as stored: not even `updated` moves
+    assert client.get("/user").get_json() == {"user": first}
+    assert client.get("/users").get_json() == {"iterable": [first, second]}
 
 
 def test_user_id_longer_than_255_is_404(client):

@@ -1,23 +1,29 @@
-"""An existing Flask site mounts the service under a prefix, as README.md shows."""
-import pytest
-from flask import Flask
+"""An existing Flask site mounts the service under a prefix, as README.md shows: through
+Flask's test client, and served by gunicorn to Debian's Chromium (see browser.py)."""
+import os
+import re
+import sys
 
-import userservice
-from conftest import discard
+import pytest
+import requests
+from playwright.sync_api import expect
+
+from browser import WAIT_MS, card, current_user, expect_live, sign_in
+from conftest import RunningServer, discard
+from embedded_site import PREFIX, create_site
+
+API_KEY = "embedded-key-c41d"
 
 
 @pytest.fixture
-def site(database_url):
+def site_settings(database_url):
+    return {"TESTING": True, "DATABASE_URL": database_url}
+
+
+@pytest.fixture
+def site(site_settings):
     """A site of its own, with its own route, that embeds the service under /pieces."""
-    app = Flask("mysite")
-    app.config["TESTING"] = True
-
-    @app.get("/")
-    def home():
-        return "my site"
-
-    userservice.configure(app, {"DATABASE_URL": database_url})
-    userservice.init_app(app, url_prefix="/pieces")
+    app = create_site(site_settings)
     yield app.test_client()
     discard(app)
 
@@ -46,3 +52,58 @@ def test_embedded_errors_are_problem_json(site):
     assert response.status_code == 404
     assert response.mimetype == "application/problem+json"
     assert response.get_json()["instance"] == "/pieces/users/ghost"
+
+
+def test_embedded_pages_and_their_assets_live_under_the_prefix(site):
+    html = site.get("/pieces/").get_data(as_text=True)
+    assert 'data-root="/pieces"' in html
+    links = [link for link in re.findall(r'(?:src|href)="([^"]*)"', html) if not link.startswith("data:")]
+    assert links and all(link.startswith("/pieces/") for link in links)
+    for link in links:
+        assert site.get(link).status_code == 200, link
+    assert site.get("/pieces/docs").status_code == 200
+
+
+def test_embedded_health_and_pages_open_without_the_api_key(site_settings, request):
+    site_settings["API_KEY"] = API_KEY
+    site = request.getfixturevalue("site")
+    assert site.get("/pieces/.well-known/health").data == b"ok"
+    assert site.get("/pieces/").status_code == 200
+    assert site.get("/pieces/user").status_code == 401
+
+
+class EmbeddedSite(RunningServer):
+    """tests/embedded_site.py under gunicorn: the service mounted at /pieces of another site."""
+
+    health_path = PREFIX + "/.well-known/health"
+
+    def command(self, args):
+        return [sys.executable, "-m", "gunicorn", "--chdir", os.path.dirname(__file__), "--bind",
+                "127.0.0.1:%d" % self.port, "--workers", str(self.workers), "--worker-class", "gthread",
+                "--threads", "8", "--graceful-timeout", "2", "embedded_site:create_site()"]
+
+    def booted(self):
+        return self.output().count("Booting worker") >= self.workers
+
+
+@pytest.fixture
+def embedded_site(database_url):
+    site = EmbeddedSite(database_url, extra_env={"USERSERVICE_STREAM_HEARTBEAT_INTERVAL": "1"})
+    yield site
+    site.stop()
+
+
+def test_page_works_under_the_url_prefix_of_an_embedding_site(embedded_site, open_page):
+    service = embedded_site.url + PREFIX
+    page = open_page()
+    paths = []
+    page.on("request", lambda request: paths.append(request.url[len(embedded_site.url):]))
+    page.goto(service + "/")
+    expect_live(page)
+    sign_in(service, "auth0|ada", name="Ada Lovelace")
+    expect(card(page).locator(".name")).to_have_text("Ada Lovelace", timeout=WAIT_MS)
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.locator("#nobody")).to_be_visible(timeout=WAIT_MS)
+    assert current_user(service) is None
+    assert paths and all(path.startswith(PREFIX + "/") for path in paths)
+    assert requests.get(embedded_site.url + "/", timeout=10).text == "my site"

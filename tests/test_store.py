@@ -81,6 +81,25 @@ def test_each_write_advances_seq_by_one(ctx):
     assert state().seq == 3
 
 
+def test_select_known_user_logs_its_stored_state_and_changes_no_profile(ctx):
+    first = select("auth0|1")
+    select("auth0|2")
+    stored = user_row(first["id"])
+    assert json.loads(store.select_known_user(first["id"])) == first
+    assert state().current == first["id"]
+    assert changes()[-1][1:] == ("select", first["id"], stored.document)
+    assert (user_row(first["id"]).document, user_row(first["id"]).updated) == (stored.document, stored.updated)
+
+
+def test_select_known_user_unknown_raises_404_and_writes_nothing(ctx):
+    profile = select()
+    before = changes()
+    with pytest.raises(Problem) as error:
+        store.select_known_user("ghost")
+    assert error.value.code == 404
+    assert changes() == before and state().current == profile["id"]
+
+
 def test_clear_logs_null_and_keeps_the_user(ctx):
     profile = select()
     store.clear_user()

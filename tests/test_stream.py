@@ -131,6 +131,11 @@ def ok(response):
     assert response.status_code in (200, 204), response.get_data(as_text=True)
 
 
+def select_known(client, profile):
+    select(client, "auth0|2")
+    ok(client.post("/users/%s/select" % profile["id"]))
+
+
 def clear(client, _profile):
     ok(client.post("/user/clear"))
 
@@ -156,7 +161,7 @@ def disconnect_current(client, profile):
     ok(client.post("/users/%s/disconnect" % profile["id"]))
 
 
-CHANGES = [select_other, clear, update_current, set_beta, set_vanity, refresh, disconnect_current]
+CHANGES = [select_other, select_known, clear, update_current, set_beta, set_vanity, refresh, disconnect_current]
 
 
 @pytest.mark.parametrize("change", CHANGES, ids=lambda change: change.__name__)

@@ -1,7 +1,7 @@
 """userservice: the Pieces OS User and Users API as a Flask application."""
 from flask import Flask
 
-from . import errors, extension, guards, logs, metrics, openapi
+from . import errors, extension, guards, logs, metrics, openapi, pages
 from .api import stream, user, users, wellknown
 from .config import configure
 from .version import VERSION as __version__
@@ -11,7 +11,7 @@ __all__ = ["__version__", "configure", "create_app", "init_app"]
 
 def create_app(test_config=None):
     """Build the application and wire everything into it."""
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the pages blueprint serves static/, guarded
     configure(app, test_config)
     init_app(app)
     return app
@@ -27,7 +27,7 @@ def init_app(app, url_prefix=None):
     service = extension.init_app(app, metrics.for_config(app.config))
     stream.init_app(app)
     errors.init_app(app)
-    blueprints = [user.bp, users.bp, stream.bp, wellknown.bp, openapi.bp]
+    blueprints = [user.bp, users.bp, stream.bp, wellknown.bp, openapi.bp, pages.bp]
     if app.config["METRICS"]:
         metrics.init_app(app)
         blueprints.append(metrics.bp)

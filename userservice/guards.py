@@ -9,11 +9,14 @@ import hmac
 
 from flask import current_app, request
 
+from .pages import OPEN_ENDPOINTS as PAGES
 from .problems import NotJson, Problem
 
 EXTENSION = "userservice.guards"
-# The SDKs probe health to find the service; probes of an orchestrator carry no key.
-OPEN_ENDPOINTS = ("wellknown.health", "wellknown.ready")
+# Open without the API key (by endpoint, so also under an embedding site's prefix): health,
+# which the SDKs probe to find the service, readiness, which an orchestrator probes, and the
+# pages, which then ask for the key.
+OPEN_ENDPOINTS = ("wellknown.health", "wellknown.ready") + PAGES
 STREAM_ENDPOINTS = ("stream.event_stream", "stream.websocket_stream")
 API_KEY_HEADER = "X-API-Key"
 API_KEY_PARAMETER = "api_key"  # browsers cannot set headers on a WebSocket or EventSource

@@ -101,6 +101,9 @@ OPERATIONS = (
     ("/users", "get", "usersSnapshot", "Every user known on this device", None, (200, "Users"), ()),
     ("/users/{user}", "get", "usersSpecificUserSnapshot", "One user known on this device", None,
      (200, "UserProfile"), (404,)),
+    ("/users/{user}/select", "post", "usersSelectSpecificUser",
+     "Make a user known on this device the signed-in user, as stored", None,
+     (200, "UserProfile"), (404,)),
     ("/users/{user}/disconnect", "post", "usersDisconnectSpecificUser",
      "Forget a user on this device", None, (200, "Users"), (404,)),
 )

@@ -55,8 +55,9 @@ def select_user(auth0_user):
     return service.commits.run(job)
 
 
-def select_stored(user_id):
-    """Make a user already on the device current, its stored profile unchanged."""
+def select_known_user(user_id):
+    """Make a user already on the device current, its stored profile unchanged: /user/select
+    needs the Auth0 user, which the device does not keep (tokens, identities)."""
     service = extension.current()
 
     def job(head):

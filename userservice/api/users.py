@@ -27,6 +27,11 @@ def specific_user(user):
     return json_text(store.get_user(user))
 
 
+@bp.post("/users/%s/select" % USER_ID)
+def select(user):
+    return json_text(store.select_known_user(user))
+
+
 @bp.post("/users/%s/disconnect" % USER_ID)
 def disconnect(user):
     return json_text(store.disconnect_user(user))

@@ -48,7 +48,7 @@ def show(user_id):
 def select(user_id):
     """Make a user of this device the current one."""
     try:
-        profile = json.loads(store.select_stored(user_id))
+        profile = json.loads(store.select_known_user(user_id))
     except Problem as problem:
         fail_with(problem)
     click.echo("current: %s (%s)" % (profile["id"], profile.get("username") or profile.get("email") or "-"))
