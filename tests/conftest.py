@@ -156,6 +156,7 @@ class RunningServer:
     be lost (gunicorn's handlers are not installed yet)."""
 
     health_path = "/.well-known/health"
+    cwd = None  # where the command runs
 
     def __init__(self, database_url, workers=2, extra_env=None, args=(), port=None):
         self.port = port or free_port()
@@ -163,7 +164,8 @@ class RunningServer:
         self.workers = workers
         env = {**os.environ, "USERSERVICE_DATABASE_URL": database_url, **(extra_env or {})}
         self.process = subprocess.Popen(
-            self.command(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            self.command(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=self.cwd)
         self.lines = []
         self.reader = threading.Thread(target=self.read_output, daemon=True)
         self.reader.start()

@@ -128,3 +128,11 @@ def test_stream_stays_open_and_catches_up_after_an_outage(serve, relay, postgres
     relay.restore()
     assert [stream.next_state()["username"] for _ in names] == names
     stream.close()
+
+
+def test_not_ready_while_the_database_is_unreachable(relayed_client, relay):
+    assert relayed_client.get("/.well-known/ready").status_code == 200
+    relay.cut()
+    response = relayed_client.get("/.well-known/ready")
+    assert response.status_code == 503
+    assert "the database is unreachable" in response.get_json()["detail"]

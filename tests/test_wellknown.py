@@ -31,3 +31,37 @@ def test_unknown_path_is_404_problem(client):
     assert response.status_code == 404
     assert response.mimetype == "application/problem+json"
     assert response.get_json()["status"] == 404
+
+
+# --- readiness: what an orchestrator asks before sending requests ------------------------------
+
+
+def test_ready_when_database_migrations_and_feed_are_fine(client):
+    response = client.get("/.well-known/ready")
+    assert (response.status_code, response.mimetype, response.data) == (200, "text/plain", b"ready")
+
+
+def assert_not_ready(response, reason):
+    assert response.status_code == 503, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    assert int(response.headers["Retry-After"]) > 0
+    assert reason in response.get_json()["detail"]
+
+
+def test_not_ready_while_migrations_are_pending(app_config, request):
+    app_config["MIGRATE_ON_START"] = False
+    client = request.getfixturevalue("client")
+    assert_not_ready(client.get("/.well-known/ready"), "migrations are pending: 0001_initial")
+
+
+def test_not_ready_when_the_change_feed_has_stopped(client, service):
+    assert client.get("/.well-known/ready").status_code == 200  # the follower runs
+    service.follower.close()
+    assert_not_ready(client.get("/.well-known/ready"), "the change feed is not following")
+
+
+def test_ready_needs_no_api_key_but_health_and_ready_are_all_it_opens(app_config, request):
+    app_config["API_KEY"] = "ready-key-0a9b8c7d"
+    client = request.getfixturevalue("client")
+    assert client.get("/.well-known/ready").status_code == 200
+    assert client.get("/.well-known/version").status_code == 401

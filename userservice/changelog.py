@@ -264,6 +264,9 @@ class Follower:
         if self.thread is not None:
             self.thread.join(timeout)
 
+    def running(self):
+        return self.thread is not None and self.thread.is_alive() and not self.stopping
+
     def ensure_started(self):
         with self.start_lock:
             if self.thread is None:

@@ -4,7 +4,7 @@ Every setting has a type and a range, checked when the app is made: a typo stops
 at start with one line naming the variable, its value and what is expected, instead of being
 found by the first request that trips over it.
 """
-import importlib.util
+import importlib
 import logging
 import os
 import re
@@ -81,8 +81,11 @@ def names(pattern):
 def database_url(value):
     if not isinstance(value, str) or value.partition("://")[0] not in DATABASE_SCHEMES:
         raise ValueError()
-    if value.startswith("postgres") and importlib.util.find_spec("psycopg") is None:
-        raise ConfigError("PostgreSQL needs its driver: pip install 'userservice[postgres]'")
+    if value.startswith("postgres"):
+        try:
+            importlib.import_module("psycopg")
+        except ImportError:
+            raise ConfigError("PostgreSQL needs its driver: pip install 'userservice[postgres]'") from None
     return value
 
 

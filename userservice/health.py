@@ -7,8 +7,10 @@ FEED_CATCH_UP_SECONDS = 2  # how long readiness waits for the change-log followe
 
 
 def database(service):
+    storage = service.storage
     try:
-        service.change_log.last_seq()
+        with storage.connection():
+            storage.database.execute_sql("SELECT 1")
     except Exception as error:
         return "the database is unreachable: %s" % " ".join(str(error).split())
     return None
@@ -31,10 +33,12 @@ def feed(service):
     """The follower is running and has read the log up to where it ends now."""
     follower = service.follower
     follower.ensure_started()
+    if not follower.running():
+        return "the change feed is not following the change log: it has stopped"
     end = service.change_log.last_seq()
     follower.wake()
     if not service.hub.wait_until(end, FEED_CATCH_UP_SECONDS):
-        return "the change feed is not following the change log"
+        return "the change feed is not following the change log: it is behind"
     return None
 
 
@@ -50,7 +54,7 @@ def token_keys(service):
     return None
 
 
-READINESS = (database, migrations, feed)
+READINESS = (database, migrations, feed)  # in this order: each needs the ones before
 
 
 def unready(service):

@@ -202,16 +202,22 @@ def import_records(records, progress=None):
 
 
 def export_records():
-    """Every user as `users export` writes it: the profile, subject, first sign-in, current."""
+    """Every user as `users export` writes it (wire form, as schemas.ExportedUserSchema loads
+    it): the stored profile, the subject, the first sign-in, and whether it is current."""
     current = json.loads(current_profile())
-    current_id = current["id"] if current else None
-    return [{"profile": json.loads(document), "subject": subject, "signed_in": timestamp_utc(signed_in),
-             "current": json.loads(document)["id"] == current_id}
-            for document, subject, signed_in in extension.current().profiles.rows()]
+    records = []
+    for document, subject, signed_in in extension.current().profiles.rows():
+        profile = json.loads(document)
+        records.append({"profile": profile, "subject": subject, "signed_in": iso_utc(signed_in),
+                        "current": bool(current) and profile["id"] == current["id"]})
+    return records
 
 
-def timestamp_utc(moment):
-    return moment.replace(tzinfo=datetime.timezone.utc) if moment.tzinfo is None else moment
+def iso_utc(moment):
+    """A column's naive UTC timestamp (or PostgreSQL's aware one) in ISO 8601, with its zone."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.astimezone(datetime.timezone.utc).isoformat()
 
 
 # --- reads ----------------------------------------------------------------------------------

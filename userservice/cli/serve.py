@@ -44,8 +44,11 @@ def serve(host, port, workers, worker_class, threads, access_log, log_format):
     if log_format is not None:
         os.environ["USERSERVICE_LOG_FORMAT"] = log_format
     config = server.checked_config()
+    bind = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+    server.check_port_free(bind)  # before gunicorn says anything: one line, then exit
+    server.prepare_database(config["DATABASE_URL"])
     options = server.gunicorn_settings(config, worker_class, threads)
-    options.update(bind=["[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)], workers=workers)
+    options.update(bind=[bind], workers=workers)
     Gunicorn(options).run()
 
 

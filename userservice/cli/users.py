@@ -83,8 +83,7 @@ def remove(user_id, yes):
 def export_users(file):
     """Every user, one JSON object per line (JSON Lines), to FILE or standard output."""
     for record in store.export_records():
-        file.write(json.dumps(schemas.exported_user.dump(record), ensure_ascii=False,
-                              separators=(",", ":")) + "\n")
+        file.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
 @users.command("import")

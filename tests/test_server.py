@@ -1,0 +1,107 @@
+"""server.py and gunicorn.conf.py: `userservice serve` and plain `gunicorn wsgi:app` start the
+same way (bind, worker class, hooks), refuse a busy port or an unreachable database with one
+line and a non-zero exit, and stop at once with streams open."""
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import RunningServer, free_port
+from userservice.server import port_problem
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+SERVE = [os.path.join(BIN, "userservice"), "serve"]
+GUNICORN = [os.path.join(BIN, "gunicorn"), "wsgi:app"]
+
+
+def run(argv, env, timeout=60):
+    started = time.monotonic()
+    process = subprocess.run(argv, cwd=REPO, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    return process.returncode, process.stdout, time.monotonic() - started
+
+
+@pytest.fixture
+def busy_port():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", ["serve", "gunicorn"])
+def test_busy_port_is_one_line_and_a_non_zero_exit_at_once(command, busy_port, sqlite_url):
+    argv = SERVE + ["--port", str(busy_port)] if command == "serve" else GUNICORN + ["-b", "127.0.0.1:%d" % busy_port]
+    status, output, seconds = run(argv, {"USERSERVICE_DATABASE_URL": sqlite_url})
+    assert status != 0 and seconds < 10, output  # gunicorn alone retries for 5 s, then fails
+    errors = [line for line in output.splitlines() if "in use" in line]
+    assert errors == ["userservice: cannot listen on 127.0.0.1:%d: the port is in use by another program" % busy_port]
+    assert "Traceback" not in output and "on http://" not in output
+    if command == "serve":
+        assert output.strip() == errors[0]
+
+
+UNREACHABLE = "postgresql://postgres@127.0.0.1:%d/test?connect_timeout=2"
+
+
+@pytest.mark.parametrize("command", ["serve", "gunicorn"])
+def test_unreachable_database_at_start_is_one_line_and_a_non_zero_exit(command):
+    url = UNREACHABLE % free_port()  # nothing listens there
+    argv = SERVE + ["--port", str(free_port())] if command == "serve" else GUNICORN + ["-b", "127.0.0.1:%d" % free_port()]
+    status, output, _seconds = run(argv, {"USERSERVICE_DATABASE_URL": url})
+    assert status != 0, output
+    errors = [line for line in output.splitlines() if line.startswith("userservice:")]
+    assert len(errors) == 1 and "cannot reach the database postgresql://postgres@127.0.0.1" in errors[0], output
+    assert "Traceback" not in output and "Worker failed to boot" not in output
+    if command == "serve":
+        assert output.strip() == errors[0]
+
+
+def sse_client(port):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/user/stream")
+    response = connection.getresponse()
+    assert response.status == 200
+    assert response.readline().startswith(b"retry:")
+    return connection
+
+
+def wait_until_free(port, timeout=90):
+    """39300 lies in Linux's ephemeral range: a client socket may have used it and left it in
+    TIME-WAIT for a minute (.ci/run reserves 39300-39333 so that this does not happen in CI)."""
+    deadline = time.monotonic() + timeout
+    while port_problem("127.0.0.1:%d" % port) and time.monotonic() < deadline:
+        time.sleep(1)
+
+
+class PlainGunicorn(RunningServer):
+    """`gunicorn wsgi:app` from the top of the repository, flags and all left to gunicorn.conf.py."""
+
+    cwd = REPO
+
+    def command(self, args):
+        return GUNICORN
+
+
+def test_gunicorn_wsgi_app_answers_on_39300_and_stops_within_2_s_with_a_stream_open(sqlite_url):
+    """Plain `gunicorn wsgi:app`, as `serve` runs: the SDKs' port, the database named at start,
+    and a fast shutdown with a Server-Sent Events client open."""
+    wait_until_free(39300)
+    server = PlainGunicorn(sqlite_url, port=39300)
+    try:
+        stream = sse_client(39300)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=10)
+        assert time.monotonic() - started < 2
+        stream.close()
+    finally:
+        output = server.stop()
+    assert "database: %s" % sqlite_url[len("sqlite:///"):] in output
+    assert "on http://127.0.0.1:39300 (gevent, 2 workers)" in output
