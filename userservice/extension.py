@@ -31,6 +31,7 @@ class UserService:
         self.profiles = Profiles(self.storage)
         self.read_cache = ReadCache(self.storage)
         self.token_keys = keys_for(config)
+        self.cloud_domain = config["CLOUD_DOMAIN"]  # vanity URLs are https://<vanityname>.<this>
 
     def close(self):
         """Stop the follower, then close the pool it reads through."""
