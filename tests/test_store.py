@@ -175,3 +175,63 @@ def test_authenticate_from_claims_finds_a_selected_user_by_subject(ctx):
 def test_list_users_is_a_users_document_in_sign_in_order(ctx):
     ids = [select(name)["id"] for name in ("auth0|b", "auth0|a")]
     assert [user["id"] for user in json.loads(store.list_users())["iterable"]] == ids
+
+
+# --- a write that changes nothing records nothing (issue 11) --------------------------------
+
+ALLOCATION = {"id": "a", "user": "u", "project": "p", "status": {"cloud": "RUNNING"},
+              "urls": {"base": {"status": "RUNNING", "url": "https://b"}, "id": {"status": "RUNNING", "url": "https://i"}}}
+
+
+def beta_without_vision(profile):
+    store.set_beta_status(schemas.user_beta_status.load({"user": profile["id"], "auth0": {"unknown": 1}, "x": 2}))
+
+
+def beta_again(profile):
+    store.set_beta_status({"user": profile["id"], "auth0": {"vision": VISION}})
+    before = changes()
+    store.set_beta_status({"user": profile["id"], "auth0": {"vision": VISION}})
+    return before
+
+
+def update_with_the_stored_profile(profile):
+    update(json.loads(user_row(profile["id"]).document))
+
+
+def vanity_again(profile):
+    update({**profile, "allocation": ALLOCATION})
+    store.update_vanity(schemas.vanity_request.load({"id": profile["id"], "vanityname": "mine"}))
+    before = changes()
+    store.update_vanity(schemas.vanity_request.load({"id": profile["id"], "vanityname": "MINE"}))
+    return before
+
+
+def select_the_current_user_again(profile):
+    select(nickname="mark", updated_at="2024-01-01T00:00:00Z")
+
+
+def token_with_what_is_stored(profile):
+    store.authenticate_from_claims({"sub": "auth0|1", "email": "m@x.io", "nickname": "mark"})
+
+
+NO_OPS = [beta_without_vision, beta_again, update_with_the_stored_profile, vanity_again,
+          select_the_current_user_again, token_with_what_is_stored]
+
+
+@pytest.mark.parametrize("write", NO_OPS, ids=lambda write: write.__name__)
+def test_write_that_changes_nothing_records_no_change(ctx, write):
+    profile = select(nickname="mark", email="m@x.io", updated_at="2024-01-01T00:00:00Z")
+    before, document = changes(), user_row(profile["id"]).document
+    before = write(profile) or before
+    assert changes() == before
+    if write is not beta_again and write is not vanity_again:
+        assert user_row(profile["id"]).document == document  # not even `updated` moved
+
+
+def test_select_of_another_user_with_nothing_new_records_only_the_switch(ctx):
+    first = select("auth0|1", updated_at="2024-01-01T00:00:00Z")
+    select("auth0|2")
+    document = user_row(first["id"]).document
+    select("auth0|1", updated_at="2024-01-01T00:00:00Z")
+    assert changes()[-1][1:] == ("select", first["id"], document)
+    assert user_row(first["id"]).document == document

@@ -115,11 +115,10 @@ def set_beta_status(status):
     def job(head):
         row = current_row(service.profiles, head, status["user"])
         profile = decode_profile(row.document)
-        auth0 = profile.setdefault("auth0", {"global_id": profile["id"]})
         if vision is None:
-            auth0.pop("beta", None)
+            profile.get("auth0", {}).pop("beta", None)
         else:
-            auth0["beta"] = vision
+            profile.setdefault("auth0", {"global_id": profile["id"]})["beta"] = vision
         text, written = service.profiles.save(profile, row)
         if written:
             head.record("beta", row.id, current=text)

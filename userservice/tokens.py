@@ -8,10 +8,12 @@ import os
 import jwt
 
 from .problems import Problem
+from .schemas import MAX_ID
 
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 JWKS_CACHE_SECONDS = 300
 SETTINGS = ("OIDC_JWKS", "OIDC_ISSUER", "OIDC_AUDIENCE")
+MAX_SUBJECT = MAX_ID  # OpenID Connect Core: a `sub` "MUST NOT exceed 255 ASCII characters"
 
 
 class Keys:
@@ -59,7 +61,7 @@ def verify(id_token, config, keys):
         key = keys.signing_key(id_token)
         if key.key_type == "oct":
             raise jwt.InvalidKeyError("symmetric keys are not accepted")
-        return jwt.decode(
+        claims = jwt.decode(
             id_token, key.key, algorithms=ALGORITHMS,
             audience=config["OIDC_AUDIENCE"], issuer=config["OIDC_ISSUER"],
             options={"require": ["exp", "iss", "aud", "sub"]},
@@ -68,3 +70,6 @@ def verify(id_token, config, keys):
         raise Problem(401, "The id_token failed verification: %s." % type(error).__name__) from None
     except OSError:
         raise Problem(503, "The configured JWKS could not be read.") from None
+    if not isinstance(claims["sub"], str) or not 0 < len(claims["sub"]) <= MAX_SUBJECT:
+        raise Problem(401, "The id_token failed verification: its sub is not 1 to %d characters." % MAX_SUBJECT)
+    return claims
