@@ -13,10 +13,18 @@ from urllib.parse import quote
 import psycopg
 import pytest
 import requests
+from hypothesis import HealthCheck, settings
 
 from userservice import create_app, extension, migrate
 
 EVENT_WAIT_SECONDS = 10  # how long a stream reader waits for an event before failing
+
+# Generated tests stay bounded in CI (a few hundred steps of a state machine per backend);
+# `pytest --hypothesis-profile long` searches far longer, locally.
+settings.register_profile("ci", max_examples=15, stateful_step_count=25, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("long", parent=settings.get_profile("ci"), max_examples=400, stateful_step_count=60)
+settings.load_profile("ci")
 POSTGRES_URL = os.environ.get("USERSERVICE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgres"]
 
