@@ -8,6 +8,7 @@ import collections
 import datetime
 import hashlib
 import json
+import reprlib
 
 from .mapping import vanity_url_of
 from .problems import Problem, UnknownUser
@@ -92,12 +93,14 @@ class Profiles:
         """Those of UNIQUE whose value in the profile another user already holds (a value the
         stored profile has is this user's: the unique indexes leave it to no one else)."""
         keys, kept = unique_keys(profile), unique_keys(stored) if stored else {}
-        return [unique for unique in UNIQUE if keys[unique.column] and keys[unique.column] != kept.get(
-            unique.column) and self.taken(getattr(self.User, unique.column), keys[unique.column], profile["id"])]
+        return [unique for unique in UNIQUE
+                if keys[unique.column] not in (None, kept.get(unique.column))
+                and self.taken(getattr(self.User, unique.column), keys[unique.column], profile["id"])]
 
     def check_unique(self, profile, stored):
         for unique in self.held_by_others(profile, stored):
-            raise Problem(409, "The %s %r is already taken by another user." % (unique.noun, unique.value(profile)),
+            shown = reprlib.repr(unique.value(profile))  # a long value, shortened
+            raise Problem(409, "The %s %s is already taken by another user." % (unique.noun, shown),
                           invalid_params=[{"name": unique.field, "reason": "already taken"}])
 
     def save(self, profile, row=None, subject=None):
