@@ -32,7 +32,7 @@ def current_row(profiles, head, user_id=None):
     return profiles.find(head.current)
 
 
-def signed_in(service, row, profile, stored, subject):
+def save_sign_in(service, row, profile, stored, subject):
     """Save a sign-in's profile. It never fails for a name another user holds: a username,
     vanity name or vanity URL someone else has is not taken, and the stored one (or none)
     is kept. Returns (its JSON, whether anything was written)."""
@@ -59,7 +59,7 @@ def select_user(auth0_user):
         row = service.profiles.find(user_id)
         stored = decode_profile(row.document) if row else None
         profile = profile_from_auth0(auth0_user, stored, now)
-        text, written = signed_in(service, row, profile, stored, subject)
+        text, written = save_sign_in(service, row, profile, stored, subject)
         if written or head.current != user_id:
             head.current = user_id
             head.record("select", user_id, current=text)
@@ -161,7 +161,7 @@ def authenticate_from_claims(claims):
         row = service.profiles.find(user_id)
         stored = decode_profile(row.document) if row else None
         profile = profile_from_claims(claims, stored, now)
-        text, written = signed_in(service, row, profile, stored, subject)
+        text, written = save_sign_in(service, row, profile, stored, subject)
         if written:
             head.record("token", user_id, current=text if user_id == head.current else None)
         return text
