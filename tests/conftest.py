@@ -13,12 +13,24 @@ from urllib.parse import quote
 import psycopg
 import pytest
 import requests
+from hypothesis import HealthCheck, Phase, settings
 
 from userservice import create_app, extension, migrate
 
 pytest_plugins = ["browser"]  # Chromium for the browser tests: tests/browser.py
 
 EVENT_WAIT_SECONDS = 10  # how long a stream reader waits for an event before failing
+
+# Generated tests stay bounded in CI (a few hundred steps of a state machine per backend);
+# `pytest --hypothesis-profile long` searches far longer, locally. A failure is shrunk and
+# reported alone, without the explain phase, which on Python < 3.12 traces every line the
+# app runs: either would let a failing run hit the test timeout instead of reporting.
+settings.register_profile("ci", max_examples=15, stateful_step_count=25, deadline=None, report_multiple_bugs=False,
+                          phases=[phase for phase in Phase if phase is not Phase.explain],
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("long", parent=settings.get_profile("ci"), max_examples=400, stateful_step_count=60)
+settings.load_profile("ci")
+
 POSTGRES_URL = os.environ.get("USERSERVICE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgres"]
 
@@ -116,15 +128,16 @@ def client(app):
 class EventReader:
     """Reads a text/event-stream body from the Flask test client, event by event."""
 
-    def __init__(self, response):
+    def __init__(self, response, wait_seconds=EVENT_WAIT_SECONDS):
         self.response = response
         self.chunks = iter(response.response)
         self.buffer = ""
         self.retry = None
+        self.wait_seconds = wait_seconds
 
     def next_event(self):
-        """The next (id, data) event; fails after EVENT_WAIT_SECONDS of heartbeats only."""
-        deadline = time.monotonic() + EVENT_WAIT_SECONDS
+        """The next (id, data) event; fails after `wait_seconds` of heartbeats only."""
+        deadline = time.monotonic() + self.wait_seconds
         while time.monotonic() < deadline:
             block, separator, rest = self.buffer.partition("\n\n")
             if not separator:
@@ -138,7 +151,7 @@ class EventReader:
                 self.retry = int(fields["retry"])
             else:
                 return int(fields["id"]), fields["data"]
-        raise AssertionError("no event within %ss" % EVENT_WAIT_SECONDS)
+        raise AssertionError("no event within %ss" % self.wait_seconds)
 
     def close(self):
         self.response.close()

@@ -271,3 +271,135 @@ def test_vanity_valid_dns_label_is_accepted(client, name):
     profile = signed_in_with_allocation(client)
     response = client.post("/user/update/vanity", json={"id": profile["id"], "vanityname": name})
     assert response.status_code == 200 and response.get_json()["vanityname"] == name
+
+
+# --- sign-in rules (issue 11): the three reported scenarios, then the rules behind them -----
+
+
+def vanity(client, profile, name, status=200):
+    response = client.post("/user/update/vanity", json={"id": profile["id"], "vanityname": name})
+    assert response.status_code == status, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def test_select_nickname_another_user_holds_still_signs_in(client):
+    first = select(client, "auth0|1", nickname="john")
+    second = select(client, "auth0|2", nickname="John")
+    assert "username" not in second
+    assert client.get("/user").get_json() == {"user": second}
+    assert client.get("/users/%s" % first["id"]).get_json()["username"] == "john"
+
+
+def test_select_nickname_another_user_holds_keeps_the_stored_username(client):
+    select(client, "auth0|1", nickname="john")
+    second = update(client, {**select(client, "auth0|2"), "username": "johnny"})
+    assert select(client, "auth0|2", nickname="john")["username"] == "johnny"
+    assert_problem(client.post("/user/update", json={**second, "username": "JOHN"}), 409, "username")
+
+
+def test_select_again_keeps_what_the_payload_does_not_carry(client):
+    metadata = {"global_id": "g-1", "vanityname": "markv", "cloud_key": "ck"}
+    first = select(client, "auth0|1", nickname="mark", email="m@x.io", name="Mark", picture="https://p",
+                   identities=[GITHUB], user_metadata=metadata)
+    update(client, {**first, "aesthetics": AESTHETICS, "allocation": ALLOCATION})
+    vanity(client, first, "markv")
+    assert client.post("/user/beta/status", json=beta_body(first["id"])).status_code == 200
+    kept = client.get("/user").get_json()["user"]
+    again = select(client, "auth0|1", user_metadata={"global_id": "g-1"})
+    assert {key: value for key, value in again.items() if key != "updated"} == {
+        key: value for key, value in kept.items() if key != "updated"}
+    assert again["allocation"]["urls"]["vanity"]["url"] == "https://markv.pieces.cloud"
+
+
+def test_select_again_updates_what_the_payload_carries_and_merges_providers(client):
+    select(client, "auth0|1", nickname="mark", email="m@x.io", identities=[GITHUB])
+    google = {"provider": "google-oauth2", "user_id": "g-7"}
+    again = select(client, "auth0|1", email="new@x.io", nickname="marko", identities=[google])
+    assert (again["email"], again["username"]) == ("new@x.io", "marko")
+    assert [(p["type"], p["user_id"]) for p in again["providers"]["iterable"]] == [
+        ("google-oauth2", "g-7"), ("github", "gh-1")]
+
+
+def test_select_without_global_id_finds_the_user_signed_in_with_that_user_id(client):
+    first = select(client, "auth0|1", user_metadata={"global_id": "g-1"}, email="m@x.io")
+    again = select(client, "auth0|1", name="Mark")
+    assert again["id"] == first["id"] == "g-1"
+    assert (again["email"], again["name"]) == ("m@x.io", "Mark")
+    assert len(client.get("/users").get_json()["iterable"]) == 1
+
+
+def test_vanity_name_stays_unique_after_re_sign_in(client):
+    first = signed_in_with_allocation(client, "auth0|1")
+    vanity(client, first, "shared")
+    select(client, "auth0|1")  # signs in again without the vanity name
+    second = signed_in_with_allocation(client, "auth0|2")
+    assert_problem(client.post("/user/update/vanity", json={"id": second["id"], "vanityname": "shared"}),
+                   409, "vanityname")
+    assert_problem(client.post("/user/update", json={**second, "vanityname": "Shared"}), 409, "vanityname")
+    claimed = select(client, "auth0|2", user_metadata={"global_id": second["id"], "vanityname": "shared"})
+    assert "vanityname" not in claimed and "vanity" not in claimed["allocation"]["urls"]
+    holder = client.get("/users/%s" % first["id"]).get_json()
+    assert holder["vanityname"] == "shared"
+    assert holder["allocation"]["urls"]["vanity"]["url"] == "https://shared.pieces.cloud"
+
+
+def test_select_with_a_new_vanity_name_moves_the_vanity_url(client):
+    profile = signed_in_with_allocation(client, "auth0|1")
+    vanity(client, profile, "old")
+    again = select(client, "auth0|1", user_metadata={"global_id": profile["id"], "vanityname": "New"})
+    assert again["vanityname"] == "new"
+    assert again["allocation"]["urls"]["vanity"] == {"status": "RUNNING", "url": "https://new.pieces.cloud"}
+
+
+@pytest.mark.parametrize("sent, expected", [
+    ({"vanityname": "Other"}, ("other", "https://other.pieces.cloud")),
+    ({"allocation": {**ALLOCATION, "urls": {**ALLOCATION["urls"], "vanity": {
+        "status": "PENDING", "url": "https://elsewhere.example"}}}}, ("mine", "https://mine.pieces.cloud")),
+    ({"vanityname": None}, (None, None)),
+])
+def test_update_vanity_url_always_follows_the_vanity_name(client, sent, expected):
+    profile = signed_in_with_allocation(client)
+    stored = update(client, {**vanity(client, profile, "mine"), **sent})
+    url = stored["allocation"]["urls"].get("vanity", {}).get("url")
+    assert (stored.get("vanityname"), url) == expected
+
+
+# --- values of any length the schemas accept are stored on both backends, never a 5xx -------
+
+LONG = 16 * 1024  # the longest string a schema accepts (wire.MAX_STRING)
+
+
+def test_select_long_email_name_and_nickname_are_stored(client):
+    long = {"email": "e" * (LONG - 6) + "@x.io", "name": "n" * LONG, "nickname": "k" * LONG}
+    profile = select(client, "auth0|1", **long)
+    assert (profile["email"], profile["name"], profile["username"]) == (long["email"], long["name"], long["nickname"])
+    assert client.get("/users/%s" % profile["id"]).get_json() == profile
+    other = select(client, "auth0|2", nickname="K" * LONG)
+    assert "username" not in other  # the long name is held, case-insensitively
+
+
+@pytest.mark.parametrize("field", ["username", "vanityname", "email"])
+def test_update_long_values_are_stored_and_stay_unique(client, field):
+    value = "v" * LONG
+    first = update(client, {**select(client, "auth0|1"), field: value})
+    assert first[field] == value
+    response = client.post("/user/update", json={**select(client, "auth0|2"), field: value.upper()})
+    if field == "email":
+        assert response.status_code == 200  # emails need not be unique
+    else:
+        assert_problem(response, 409, field)
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"user_id": "u" * 256}, "user_id"),
+    ({"user_id": "auth0|1", "user_metadata": {"global_id": "g" * 256}}, "user_metadata.global_id"),
+])
+def test_select_id_longer_than_255_is_400_naming_it(client, body, field):
+    assert_problem(client.post("/user/select", json=body), 400, field)
+    assert client.get("/users").get_json() == {"iterable": []}
+
+
+@pytest.mark.parametrize("body", [{"user_id": "u" * 255}, {"user_metadata": {"global_id": "g" * 255}}])
+def test_select_id_of_255_is_accepted(client, body):
+    profile = select(client, **body) if "user_id" in body else client.post("/user/select", json=body).get_json()
+    assert client.get("/users/%s" % profile["id"]).get_json() == profile

@@ -9,7 +9,7 @@ import sys
 import pytest
 import websocket
 
-from conftest import dump_database, parts
+from conftest import dump_database
 
 BIN = os.path.dirname(sys.executable)
 ALLOCATION = {"id": "alloc-1", "user": "u", "project": "proj", "region": "us", "status": {"cloud": "RUNNING"},

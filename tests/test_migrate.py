@@ -1,8 +1,14 @@
 """migrate.py: migrations from many processes at once, and a migrated database laid out
 exactly as models.py describes, on both backends."""
+import datetime
+import json
+import logging
 import os
 import subprocess
 import sys
+
+import pytest
+from peewee import IntegrityError
 
 from userservice import create_app, migrate, models
 from conftest import discard, parts
@@ -56,3 +62,85 @@ def test_migrated_database_is_laid_out_as_the_models_say(service, second_databas
         assert layout(service.storage, names) == layout(created, names)
     finally:
         discard(app)
+
+
+# --- 0003: names no two users share, repaired deterministically, then held by the indexes ---
+
+AESTHETICS = {"theme": {"dark": False}, "font": {"size": 14}}
+
+
+def allocation(vanity_url=None):
+    urls = {"base": {"status": "RUNNING", "url": "https://base.pieces.cloud"},
+            "id": {"status": "RUNNING", "url": "https://a1.pieces.cloud"}}
+    if vanity_url:
+        urls["vanity"] = {"status": "RUNNING", "url": vanity_url}
+    return {"id": "a1", "user": "u", "project": "p", "status": {"cloud": "RUNNING"}, "urls": urls}
+
+
+# (id, first signed in on day, profile fields) as issue 11's bugs left them: A signed in again
+# and lost its vanity name but kept the URL, then B claimed the same name. B's row is written
+# first: the repair goes by sign-in order, not by the order rows happen to be read in.
+BEFORE_0003 = [
+    ("b", 2, {"username": "bee", "vanityname": "Shared", "allocation": allocation("https://shared.pieces.cloud")}),
+    ("a", 1, {"username": "John", "allocation": allocation("https://shared.pieces.cloud")}),
+    ("c", 3, {"username": "cee", "vanityname": "cee", "allocation": allocation("https://old.pieces.cloud")}),
+]
+
+
+@pytest.fixture
+def at_0002(second_database_url):
+    """An app whose database has migrations up to 0002 and BEFORE_0003's rows, B current."""
+    app = create_app({"DATABASE_URL": second_database_url, "MIGRATE_ON_START": False})
+    storage = parts(app).storage
+    with storage.connection():
+        migrate.runner(storage).up(target="0002_drop_beta_statuses")
+        insert = 'INSERT INTO "users" ("id", "username", "username_key", "vanityname", "vanityname_key", ' \
+                 '"signed_in", "document") VALUES ({0}, {0}, {0}, {0}, {0}, {0}, {0})'.format(storage.database.param)
+        for user_id, day, fields in BEFORE_0003:
+            document = json.dumps({"id": user_id, "aesthetics": AESTHETICS, **fields}, separators=(",", ":"))
+            name = fields.get("vanityname")
+            storage.database.execute_sql(insert, (
+                user_id, fields["username"], fields["username"].lower(), name, name and name.lower(),
+                datetime.datetime(2024, 1, day), document))
+        storage.database.execute_sql('UPDATE "state" SET "seq" = 7, "current" = \'b\' WHERE "id" = 1')
+    yield app
+    discard(app)
+
+
+def vanity_of(profile):
+    return (profile.get("vanityname"), profile["allocation"]["urls"].get("vanity", {}).get("url"))
+
+
+def test_0003_repairs_shared_names_in_sign_in_order_and_logs_each_repair(at_0002, caplog):
+    caplog.set_level(logging.WARNING, logger="userservice.migrations")
+    assert migrate.migrate(parts(at_0002).storage) == ["0003_unique_names_any_length"]
+    users = {user["id"]: user for user in at_0002.test_client().get("/users").get_json()["iterable"]}
+    assert [(user_id, users[user_id].get("username"), *vanity_of(users[user_id])) for user_id in "abc"] == [
+        ("a", "John", "shared", "https://shared.pieces.cloud"),  # the name its URL kept, restored
+        ("b", "bee", None, None),  # signed in later: its copy of A's vanity name is cleared
+        ("c", "cee", "cee", "https://cee.pieces.cloud"),  # the URL follows the name
+    ]
+    logged = [record.getMessage() for record in caplog.records]
+    assert any("user a" in line and "restored" in line for line in logged), logged
+    assert any("user b" in line and "'shared' and its vanity URL cleared: user a holds it" in line
+               for line in logged), logged
+    assert any("user c" in line and "rewritten" in line for line in logged), logged
+    assert "repaired 3 of 3 users" in logged[-1]
+
+
+def test_0003_announces_a_repaired_current_user_on_the_stream(at_0002):
+    migrate.migrate(parts(at_0002).storage)
+    change_log = parts(at_0002).change_log
+    seq, _oldest, state = change_log.position()
+    assert seq == 8 and change_log.read_after(7, up_to=8).changes == [(8, state)]
+    assert at_0002.test_client().get("/user").get_json() == {"user": json.loads(state)}
+
+
+@pytest.mark.parametrize("column", ["username_key", "vanityname_key", "vanity_url_key", "subject"])
+def test_unique_indexes_refuse_a_duplicate_written_past_the_store(service, column):
+    User = service.storage.models.User
+    row = {"signed_in": datetime.datetime(2024, 1, 1), "document": "{}", column: "same"}
+    with service.storage.connection():
+        User.insert(id="first", **row).execute()
+        with pytest.raises(IntegrityError), service.storage.database.atomic():
+            User.insert(id="second", **row).execute()

@@ -155,11 +155,70 @@ def test_vanity_race_has_exactly_one_winner(instances):
         assert holders.count(name) == 1
 
 
-def test_username_race_has_exactly_one_winner(instances):
+ALLOCATION = {"id": "alloc", "user": "u", "project": "p", "status": {"cloud": "RUNNING"},
+              "urls": {"base": {"status": "RUNNING", "url": "https://base.pieces.cloud"},
+                       "id": {"status": "RUNNING", "url": "https://alloc.pieces.cloud"}}}
+ROUNDS = 8
+
+
+def stored(base_url, user_id):
+    return requests.get("%s/users/%s" % (base_url, user_id), timeout=10).json()
+
+
+def listing(base_url):
+    return requests.get(base_url + "/users", timeout=10).json()["iterable"]
+
+
+def claimants(base_url):
+    """Users a, b and c, each with an allocation and a vanity name of its own; b signed in last."""
+    users = {}
+    for name in "acb":
+        profile = select(base_url, "auth0|claim-" + name)
+        assert post(base_url, "/user/update", {**profile, "allocation": ALLOCATION}).status_code == 200
+        response = post(base_url, "/user/update/vanity", {"id": profile["id"], "vanityname": "own-" + name})
+        assert response.status_code == 200, response.text
+        users[name] = profile["id"]
+    return users
+
+
+def test_vanity_name_claimed_through_update_vanity_and_sign_in_has_one_holder(instances):
+    """a claims through /user/update, b (signed in) through /user/update/vanity, c by signing
+    in with it in its user_metadata; c's sign-in also makes c current, so b may get 511."""
     a, b = instances
-    statuses = race([(a.url, "/user/select", {"user_id": "auth0|one", "nickname": "Same"}),
-                     (b.url, "/user/select", {"user_id": "auth0|two", "nickname": "same"})])
-    assert sorted(statuses) == [200, 409]
+    users = claimants(a.url)
+    for round_number in range(ROUNDS):
+        name = "claim-%d" % round_number
+        select(b.url, "auth0|claim-b")  # b current again; a sign-in without metadata keeps its name
+        statuses = race([
+            (a.url, "/user/update", {**stored(a.url, users["a"]), "vanityname": name}),
+            (b.url, "/user/update/vanity", {"id": users["b"], "vanityname": name.upper()}),
+            (a.url, "/user/select", {"user_id": "auth0|claim-c",
+                                      "user_metadata": {"global_id": users["c"], "vanityname": name}}),
+        ])
+        assert statuses[0] in (200, 409) and statuses[1] in (200, 409, 511) and statuses[2] == 200, statuses
+        holders = [user["id"] for user in listing(b.url) if user.get("vanityname") == name]
+        url_holders = [user["id"] for user in listing(b.url)
+                       if user["allocation"]["urls"].get("vanity", {}).get("url") == "https://%s.pieces.cloud" % name]
+        assert len(holders) == 1 and url_holders == holders, (round_number, statuses, holders, url_holders)
+        assert [statuses[0] == 200, statuses[1] == 200] == [holders[0] == users["a"], holders[0] == users["b"]]
+
+
+def test_username_claimed_through_update_and_sign_ins_has_one_holder(instances):
+    """a claims through /user/update, b and c by signing in with it as nickname and username:
+    exactly one holds it, and neither sign-in fails."""
+    a, b = instances
+    users = {name: select(a.url, "auth0|claim-" + name)["id"] for name in "abc"}
+    for round_number in range(ROUNDS):
+        name = "Claim%d" % round_number
+        statuses = race([
+            (a.url, "/user/update", {**stored(a.url, users["a"]), "username": name}),
+            (b.url, "/user/select", {"user_id": "auth0|claim-b", "nickname": name.lower()}),
+            (a.url, "/user/select", {"user_id": "auth0|claim-c", "username": name.upper()}),
+        ])
+        assert statuses[0] in (200, 409) and statuses[1:] == [200, 200], statuses
+        holders = [user["id"] for user in listing(b.url) if (user.get("username") or "").lower() == name.lower()]
+        assert len(holders) == 1, (round_number, statuses, holders)
+        assert (statuses[0] == 200) == (holders[0] == users["a"])
 
 
 def test_burst_of_updates_loses_no_acknowledged_write(instances):

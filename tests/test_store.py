@@ -9,6 +9,7 @@ from flask import current_app
 from userservice import schemas, store
 from userservice.mapping import profile_id_for
 from userservice.problems import Problem
+from userservice.profiles import unique_key
 from conftest import parts
 
 AESTHETICS = {"theme": {"dark": True}, "font": {"size": 11}}
@@ -61,7 +62,8 @@ def test_select_stores_the_document_and_lookup_columns(ctx):
     profile = select(nickname="Mark", email="m@x.io", created_at="2020-01-01T01:00:00+01:00")
     row = user_row(profile["id"])
     assert json.loads(row.document) == profile
-    assert (row.subject, row.email, row.username, row.username_key) == ("auth0|1", "m@x.io", "Mark", "mark")
+    assert (row.subject, row.email, row.username) == ("auth0|1", "m@x.io", "Mark")
+    assert row.username_key == unique_key("mark") == unique_key("MARK")
     assert row.created == datetime.datetime(2020, 1, 1, 0, 0)  # naive UTC on both backends
     assert row.signed_in is not None
 
@@ -192,3 +194,63 @@ def test_authenticate_from_claims_finds_a_selected_user_by_subject(ctx):
 def test_list_users_is_a_users_document_in_sign_in_order(ctx):
     ids = [select(name)["id"] for name in ("auth0|b", "auth0|a")]
     assert [user["id"] for user in json.loads(store.list_users())["iterable"]] == ids
+
+
+# --- a write that changes nothing records nothing (issue 11) --------------------------------
+
+ALLOCATION = {"id": "a", "user": "u", "project": "p", "status": {"cloud": "RUNNING"},
+              "urls": {"base": {"status": "RUNNING", "url": "https://b"}, "id": {"status": "RUNNING", "url": "https://i"}}}
+
+
+def beta_without_vision(profile):
+    store.set_beta_status(schemas.user_beta_status.load({"user": profile["id"], "auth0": {"unknown": 1}, "x": 2}))
+
+
+def beta_again(profile):
+    store.set_beta_status({"user": profile["id"], "auth0": {"vision": VISION}})
+    before = changes()
+    store.set_beta_status({"user": profile["id"], "auth0": {"vision": VISION}})
+    return before
+
+
+def update_with_the_stored_profile(profile):
+    update(json.loads(user_row(profile["id"]).document))
+
+
+def vanity_again(profile):
+    update({**profile, "allocation": ALLOCATION})
+    store.update_vanity(schemas.vanity_request.load({"id": profile["id"], "vanityname": "mine"}))
+    before = changes()
+    store.update_vanity(schemas.vanity_request.load({"id": profile["id"], "vanityname": "MINE"}))
+    return before
+
+
+def select_the_current_user_again(profile):
+    select(nickname="mark", updated_at="2024-01-01T00:00:00Z")
+
+
+def token_with_what_is_stored(profile):
+    store.authenticate_from_claims({"sub": "auth0|1", "email": "m@x.io", "nickname": "mark"})
+
+
+NO_OPS = [beta_without_vision, beta_again, update_with_the_stored_profile, vanity_again,
+          select_the_current_user_again, token_with_what_is_stored]
+
+
+@pytest.mark.parametrize("write", NO_OPS, ids=lambda write: write.__name__)
+def test_write_that_changes_nothing_records_no_change(ctx, write):
+    profile = select(nickname="mark", email="m@x.io", updated_at="2024-01-01T00:00:00Z")
+    before, document = changes(), user_row(profile["id"]).document
+    before = write(profile) or before
+    assert changes() == before
+    if write is not beta_again and write is not vanity_again:
+        assert user_row(profile["id"]).document == document  # not even `updated` moved
+
+
+def test_select_of_another_user_with_nothing_new_records_only_the_switch(ctx):
+    first = select("auth0|1", updated_at="2024-01-01T00:00:00Z")
+    select("auth0|2")
+    document = user_row(first["id"]).document
+    select("auth0|1")  # without updated_at: `updated` would be now, were anything else new
+    assert changes()[-1][1:] == ("select", first["id"], document)
+    assert user_row(first["id"]).document == document

@@ -187,3 +187,36 @@ def test_unreadable_jwks_is_503_and_stores_nothing(configured, client, jwks_path
     response = authenticate(client, rsa_signer.sign())
     assert response.status_code == 503
     assert_nothing_stored(client)
+
+
+# --- sign-in rules (issue 11): the token's claims are authoritative for what they carry -----
+
+
+def test_token_sign_in_keeps_what_the_claims_do_not_carry(configured, client, rsa_signer):
+    selected = client.post("/user/select", json={"user_id": SUBJECT, "nickname": "before", "email": "b@x.io",
+                                                 "name": "Before", "picture": "https://p"}).get_json()
+    profile = authenticate(client, rsa_signer.sign(email=None, name=None, preferred_username=None)).get_json()
+    assert {key: value for key, value in profile.items() if key != "updated"} == {
+        key: value for key, value in selected.items() if key != "updated"}
+
+
+def test_token_username_another_user_holds_is_not_taken(configured, client, rsa_signer):
+    holder = client.post("/user/select", json={"user_id": "auth0|holder", "nickname": "TokenUser"}).get_json()
+    response = authenticate(client, rsa_signer.sign())
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert "username" not in response.get_json()
+    assert client.get("/users/%s" % holder["id"]).get_json()["username"] == "TokenUser"
+
+
+def test_token_username_another_user_holds_keeps_the_stored_one(configured, client, rsa_signer):
+    client.post("/user/select", json={"user_id": SUBJECT, "nickname": "mine"})
+    client.post("/user/select", json={"user_id": "auth0|holder", "nickname": "tokenuser"})
+    assert authenticate(client, rsa_signer.sign()).get_json()["username"] == "mine"
+
+
+def test_token_with_sub_longer_than_255_is_401_and_stores_nothing(configured, client, rsa_signer):
+    response = authenticate(client, rsa_signer.sign(sub="s" * 256))
+    assert response.status_code == 401, response.get_data(as_text=True)
+    assert "sub" in response.get_json()["detail"]
+    assert_nothing_stored(client)
+    assert authenticate(client, rsa_signer.sign(sub="s" * 255)).status_code == 200

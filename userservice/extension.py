@@ -32,6 +32,7 @@ class UserService:
         self.profiles = Profiles(self.storage)
         self.read_cache = ReadCache(self.storage)
         self.token_keys = keys_for(config)
+        self.cloud_domain = config["CLOUD_DOMAIN"]  # vanity URLs are https://<vanityname>.<this>
         self.migrations_current = False  # set by the readiness check once they are
 
     def committed(self, writes):

@@ -19,13 +19,16 @@ class User(BaseModel):
     """A user known on this device. `document` is its UserProfile exactly as sent on the wire;
     the other columns are copies of the fields that need lookups, uniqueness or ordering."""
 
-    id = CharField(primary_key=True)
-    subject = CharField(null=True, unique=True)  # the Auth0 user_id / token `sub`
-    email = CharField(null=True, index=True)
-    username = CharField(null=True)
-    username_key = CharField(null=True, unique=True)  # lower-cased: uniqueness ignores case
-    vanityname = CharField(null=True)
+    id = CharField(primary_key=True)  # at most 255 characters (schemas.MAX_ID)
+    subject = CharField(null=True, unique=True)  # the Auth0 user_id / token `sub`, as long
+    email = TextField(null=True)
+    username = TextField(null=True)
+    vanityname = TextField(null=True)
+    # What no two users may share: digests of the lower-cased values (profiles.unique_key),
+    # so that uniqueness ignores case and a unique index holds values of any length.
+    username_key = CharField(null=True, unique=True)
     vanityname_key = CharField(null=True, unique=True)
+    vanity_url_key = CharField(null=True, unique=True)
     created = DateTimeField(null=True)
     updated = DateTimeField(null=True)
     signed_in = DateTimeField(index=True)  # first sign-in here; orders GET /users

@@ -57,7 +57,7 @@ STATUS_MEANINGS = {
          "for from_token: the id_token failed verification.",
     403: "The Host is not one this server answers to (DNS rebinding), or the Origin is not allowed.",
     404: "No such user on this device (for update/vanity: the user has no cloud allocation yet).",
-    409: "The username or vanity name is already taken by another user.",
+    409: "The username, vanity name or vanity URL is already taken by another user.",
     413: "The request body is larger than the server accepts.",
     415: "The request body is not sent as Content-Type: application/json.",
     501: "Token sign-in is not configured on this server.",

@@ -6,11 +6,26 @@ inside the group commit's transaction, on the connection it holds.
 """
 import collections
 import datetime
+import hashlib
+import json
+import reprlib
 
+from .mapping import vanity_url_of
 from .problems import Problem, UnknownUser
-from .schemas import encode_profile
+from .schemas import dump_profile, profile_json
 
-UserRow = collections.namedtuple("UserRow", "id subject username_key vanityname_key document")
+UserRow = collections.namedtuple("UserRow", "id subject document")
+
+Unique = collections.namedtuple("Unique", "column field noun value source")
+
+# What no two users may share, compared case-insensitively: its key column, wire name, the
+# noun for it in a 409, how to read it from a profile, and the field it follows from.
+UNIQUE = (
+    Unique("username_key", "username", "username", lambda profile: profile.get("username"), "username"),
+    Unique("vanityname_key", "vanityname", "vanity name", lambda profile: profile.get("vanityname"),
+           "vanityname"),
+    Unique("vanity_url_key", "allocation.urls.vanity.url", "vanity URL", vanity_url_of, "vanityname"),
+)
 
 
 def utcnow():
@@ -24,12 +39,26 @@ def naive_utc(moment):
     return moment
 
 
-def lower_or_none(value):
-    return value.lower() if value else None
+def unique_key(value):
+    """What uniqueness compares: a digest of the lower-cased value, so that a unique index
+    holds a value of any length (a PostgreSQL btree entry cannot exceed about 2.7 KB)."""
+    return hashlib.sha256(value.lower().encode()).hexdigest() if value else None
+
+
+def unique_keys(profile):
+    """The profile's key for each column of UNIQUE."""
+    return {unique.column: unique_key(unique.value(profile)) for unique in UNIQUE}
 
 
 def stamp(profile, key):
     return naive_utc(profile[key]["value"]) if key in profile else None
+
+
+def same_but_updated(document, stored):
+    """Whether a dumped profile equals the stored one in everything but `updated`: a write
+    that changes nothing else writes nothing (and so moves no `updated`)."""
+    return ({key: value for key, value in document.items() if key != "updated"}
+            == {key: value for key, value in stored.items() if key != "updated"})
 
 
 class Profiles:
@@ -51,6 +80,8 @@ class Profiles:
 
     def id_for_subject(self, subject):
         """The id of the user signed in here with this Auth0 user_id / token `sub`, if any."""
+        if not subject:
+            return None
         User = self.User
         return User.select(User.id).where(User.subject == subject).scalar()
 
@@ -58,37 +89,44 @@ class Profiles:
         User = self.User
         return User.select().where(column == key, User.id != user_id).exists()
 
-    def check_unique(self, user_id, username_key, vanityname_key):
-        for column, key, field in ((self.User.username_key, username_key, "username"),
-                                   (self.User.vanityname_key, vanityname_key, "vanityname")):
-            if key and self.taken(column, key, user_id):
-                raise Problem(409, "The %s %r is already taken by another user." % (field, key),
-                              invalid_params=[{"name": field, "reason": "already taken"}])
+    def held_by_others(self, profile, stored=None):
+        """Those of UNIQUE whose value in the profile another user already holds (a value the
+        stored profile has is this user's: the unique indexes leave it to no one else)."""
+        keys, kept = unique_keys(profile), unique_keys(stored) if stored else {}
+        return [unique for unique in UNIQUE
+                if keys[unique.column] not in (None, kept.get(unique.column))
+                and self.taken(getattr(self.User, unique.column), keys[unique.column], profile["id"])]
+
+    def check_unique(self, profile, stored):
+        for unique in self.held_by_others(profile, stored):
+            shown = reprlib.repr(unique.value(profile))  # a long value, shortened
+            raise Problem(409, "The %s %s is already taken by another user." % (unique.noun, shown),
+                          invalid_params=[{"name": unique.field, "reason": "already taken"}])
 
     def save(self, profile, row=None, subject=None, signed_in=None):
-        """Write a profile (insert, or replace `row`); returns its JSON. A new user signed in
-        first at `signed_in` (now, unless an import says otherwise)."""
-        text = encode_profile(profile)
-        username_key = lower_or_none(profile.get("username"))
-        vanityname_key = lower_or_none(profile.get("vanityname"))
-        self.check_unique(profile["id"],
-                          (row is None or row.username_key != username_key) and username_key,
-                          (row is None or row.vanityname_key != vanityname_key) and vanityname_key)
+        """Write a profile (insert, or replace `row`), unless it equals the stored one but for
+        `updated`; returns (its JSON, whether anything was written). 409 when another user
+        holds its username, vanity name or vanity URL. A new user signed in first at `signed_in`
+        (now, unless an import says otherwise)."""
+        document, stored = dump_profile(profile), json.loads(row.document) if row else None
         new_subject = subject and (row is None or row.subject != subject) and not self.taken(
             self.User.subject, subject, profile["id"])
-        columns = {"email": profile.get("email"), "username": profile.get("username"),
-                   "username_key": username_key, "vanityname": profile.get("vanityname"),
-                   "vanityname_key": vanityname_key, "created": stamp(profile, "created"),
-                   "updated": stamp(profile, "updated"), "document": text}
         User = self.User
+        if new_subject and row is not None:
+            User.update(subject=subject).where(User.id == profile["id"]).execute()
+        if stored is not None and same_but_updated(document, stored):
+            return row.document, False
+        self.check_unique(profile, stored)
+        text = profile_json(document)
+        columns = {"email": profile.get("email"), "username": profile.get("username"),
+                   "vanityname": profile.get("vanityname"), "created": stamp(profile, "created"),
+                   "updated": stamp(profile, "updated"), "document": text, **unique_keys(profile)}
         if row is None:
             User.insert(id=profile["id"], signed_in=naive_utc(signed_in or utcnow()),
                         subject=subject if new_subject else None, **columns).execute()
         else:
             self.statements.save_user.execute(self.database, id=profile["id"], **columns)
-            if new_subject:
-                User.update(subject=subject).where(User.id == profile["id"]).execute()
-        return text
+        return text, True
 
     def delete(self, user_id):
         self.User.delete().where(self.User.id == user_id).execute()

@@ -18,6 +18,10 @@ ALLOCATION_STATUSES = ("PENDING", "RUNNING", "FAILED", "SUCCEEDED", "UNKNOWN")
 PROVIDER_TYPES = ("github", "google-oauth2", "bitbucket", "linkedin", "twitter", "facebook", "waad")
 PROVIDER_TYPES_ACCEPTED = PROVIDER_TYPES + (
     "auth0", "UNKNOWN", "discord", "gitlab", "apple", "username_email", "slack", "microsoft")
+# Ids are at most this long: a profile id is a path segment and a key column, and OIDC caps
+# a `sub` (which an Auth0 user_id becomes) at 255 characters.
+MAX_ID = 255
+
 
 class EmbeddedModelSchemaSchema(WireSchema):
     migration = Int(required=True)
@@ -184,7 +188,7 @@ class UserProfileSchema(Versioned):
     created = Timestamp()
     updated = Timestamp()
     username = optional(Str)
-    id = Str(required=True, validate=validate.Length(min=1, max=255))
+    id = Str(required=True, validate=validate.Length(min=1, max=MAX_ID))
     name = optional(Str)
     aesthetics = Nested(AestheticsSchema, required=True)
     vanityname = optional(Str)
@@ -202,6 +206,12 @@ class Auth0IdentitySchema(WireSchema):
     expires_in = optional(Int)
 
 
+class Auth0SignInMetadataSchema(Auth0UserMetadataSchema):
+    """user_metadata as select reads it: its global_id becomes the profile's id."""
+
+    global_id = Str(required=True, validate=validate.Length(max=MAX_ID))
+
+
 class Auth0UserSchema(WireSchema):
     name = optional(Str)
     picture = optional(Str)
@@ -214,9 +224,9 @@ class Auth0UserSchema(WireSchema):
     nickname = optional(Str)
     updated_at = optional(DateTime)
     username = optional(Str)
-    user_metadata = optional(Nested, Auth0UserMetadataSchema)
+    user_metadata = optional(Nested, Auth0SignInMetadataSchema)
     locale = optional(Str)
-    user_id = optional(Str)
+    user_id = optional(Str, validate=validate.Length(max=MAX_ID))
     last_ip = optional(Str)
     last_login = optional(DateTime)
     logins_count = optional(Int)
@@ -235,7 +245,7 @@ class Auth0UserBetaStatusSchema(Versioned):
 
 class UserBetaStatusSchema(Versioned):
     auth0 = optional(Nested, Auth0UserBetaStatusSchema)
-    user = Str(required=True, validate=validate.Length(min=1, max=255))
+    user = Str(required=True, validate=validate.Length(min=1, max=MAX_ID))
 
 
 class OAuthTokenSchema(Versioned):
@@ -281,9 +291,18 @@ vanity_request = VanityRequestSchema(partial=("aesthetics",))
 exported_user = ExportedUserSchema()
 
 
+def dump_profile(profile):
+    """A loaded profile as its wire (JSON-ready) form."""
+    return user_profile.dump(profile)
+
+
+def profile_json(document):
+    """The one serialisation of a dumped profile: stored, returned by HTTP and sent on the stream."""
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+
+
 def encode_profile(profile):
-    """The one serialisation of a profile: stored, returned by HTTP and sent on the stream."""
-    return json.dumps(user_profile.dump(profile), separators=(",", ":"), ensure_ascii=False)
+    return profile_json(dump_profile(profile))
 
 
 stored_timestamp = GroupedTimestampSchema()

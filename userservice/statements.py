@@ -63,7 +63,7 @@ class Statements:
         self.append_change = Statement(Change.insert(assigning(Change._meta.sorted_fields)))
         self.prune = Statement(Change.delete().where(Change.seq <= slot("through")))
         self.user_row = Statement(
-            User.select(User.id, User.subject, User.username_key, User.vanityname_key, User.document)
+            User.select(User.id, User.subject, User.document)
             .where(User.id == slot("id")))
         saved = [field for field in User._meta.sorted_fields if field.name not in SAVED_BESIDES]
         self.saved_columns = tuple(field.name for field in saved)

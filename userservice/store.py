@@ -11,7 +11,8 @@ import json
 from peewee import IntegrityError
 
 from . import extension
-from .mapping import profile_from_auth0, profile_from_claims, profile_id_for, timestamp
+from .mapping import (align_vanity, keep_stored, profile_from_auth0, profile_from_claims, profile_id_for,
+                      timestamp, vanity_url)
 from .problems import Problem, SignInRequired
 from .profiles import utcnow
 from .schemas import decode_kept_fields, decode_profile, user_beta_status
@@ -34,22 +35,37 @@ def current_row(profiles, head, user_id=None):
     return profiles.find(head.current)
 
 
+def save_sign_in(service, row, profile, stored, subject):
+    """Save a sign-in's profile. It never fails for a name another user holds: a username,
+    vanity name or vanity URL someone else has is not taken, and the stored one (or none)
+    is kept. Returns (its JSON, whether anything was written)."""
+    align_vanity(profile, service.cloud_domain)
+    taken = {unique.source for unique in service.profiles.held_by_others(profile, stored)}
+    if taken:
+        keep_stored(profile, stored, taken)
+        align_vanity(profile, service.cloud_domain)
+    return service.profiles.save(profile, row, subject=subject)
+
+
 # --- writes: each use case is a job of the change log's head, run by the group commit ------
 
 
 def select_user(auth0_user):
+    """Sign in an Auth0 user and make them current. The profile is user_metadata.global_id,
+    else the user already signed in here with this user_id, else the user_id's own id."""
     service, now = extension.current(), utcnow()
-    metadata = auth0_user.get("user_metadata") or {}
-    user_id = metadata.get("global_id") or profile_id_for(auth0_user["user_id"])
+    subject = auth0_user.get("user_id")
+    global_id = (auth0_user.get("user_metadata") or {}).get("global_id")
 
     def job(head):
+        user_id = global_id or service.profiles.id_for_subject(subject) or profile_id_for(subject)
         row = service.profiles.find(user_id)
         stored = decode_profile(row.document) if row else None
         profile = profile_from_auth0(auth0_user, stored, now)
-        carry_beta(profile, stored)
-        text = service.profiles.save(profile, row, subject=auth0_user.get("user_id"))
-        head.current = profile["id"]
-        head.record("select", profile["id"], current=text)
+        text, written = save_sign_in(service, row, profile, stored, subject)
+        if written or head.current != user_id:
+            head.current = user_id
+            head.record("select", user_id, current=text)
         return text
 
     return service.commits.run(job)
@@ -100,8 +116,10 @@ def update_user(profile):
             profile["created"] = stored["created"]
         profile["updated"] = timestamp(utcnow())
         carry_beta(profile, stored)
-        text = service.profiles.save(profile, row)
-        head.record("update", row.id, current=text if row.id == head.current else None)
+        align_vanity(profile, service.cloud_domain)
+        text, written = service.profiles.save(profile, row)
+        if written:
+            head.record("update", row.id, current=text if row.id == head.current else None)
         return text
 
     return service.commits.run(job)
@@ -114,19 +132,20 @@ def set_beta_status(status):
     def job(head):
         row = current_row(service.profiles, head, status["user"])
         profile = decode_profile(row.document)
-        auth0 = profile.setdefault("auth0", {"global_id": profile["id"]})
         if vision is None:
-            auth0.pop("beta", None)
+            profile.get("auth0", {}).pop("beta", None)
         else:
-            auth0["beta"] = vision
-        head.record("beta", row.id, current=service.profiles.save(profile, row))
+            profile.setdefault("auth0", {"global_id": profile["id"]})["beta"] = vision
+        text, written = service.profiles.save(profile, row)
+        if written:
+            head.record("beta", row.id, current=text)
         return row.id
 
     stored = {"user": service.commits.run(job), "auth0": {"vision": vision} if vision else {}}
     return json.dumps(user_beta_status.dump(stored), separators=(",", ":"))
 
 
-def update_vanity(request_profile, cloud_domain):
+def update_vanity(request_profile):
     service = extension.current()
     name = request_profile["vanityname"].lower()
 
@@ -139,24 +158,29 @@ def update_vanity(request_profile, cloud_domain):
         profile["vanityname"] = name
         allocation["urls"]["vanity"] = {
             "status": allocation["status"]["cloud"],
-            "url": "https://%s.%s" % (name, cloud_domain),
+            "url": vanity_url(name, service.cloud_domain),
         }
-        text = service.profiles.save(profile, row)
-        head.record("vanity", row.id, current=text)
+        text, written = service.profiles.save(profile, row)
+        if written:
+            head.record("vanity", row.id, current=text)
         return text
 
     return service.commits.run(job)
 
 
 def authenticate_from_claims(claims):
-    service, subject = extension.current(), claims["sub"]
+    """Token sign-in follows select's rules with the token's claims; it leaves the current
+    user as it is."""
+    service, subject, now = extension.current(), claims["sub"], utcnow()
 
     def job(head):
-        row = service.profiles.find(service.profiles.id_for_subject(subject) or profile_id_for(subject))
+        user_id = service.profiles.id_for_subject(subject) or profile_id_for(subject)
+        row = service.profiles.find(user_id)
         stored = decode_profile(row.document) if row else None
-        profile = profile_from_claims(claims, stored, utcnow())
-        text = service.profiles.save(profile, row, subject=subject)
-        head.record("token", profile["id"], current=text if profile["id"] == head.current else None)
+        profile = profile_from_claims(claims, stored, now)
+        text, written = save_sign_in(service, row, profile, stored, subject)
+        if written:
+            head.record("token", user_id, current=text if user_id == head.current else None)
         return text
 
     return service.commits.run(job)
@@ -189,7 +213,7 @@ def import_records(records, progress=None):
             try:
                 if service.profiles.find(profile["id"]) is not None:
                     raise Problem(409, "user %r is already on this device" % profile["id"])
-                text = service.profiles.save(profile, None, record.get("subject"), record["signed_in"])
+                text, _ = service.profiles.save(profile, None, record.get("subject"), record["signed_in"])
             except (Problem, IntegrityError) as error:
                 raise Problem(409, "line %d: %s" % (number, getattr(error, "description", error))) from None
             if record["current"]:

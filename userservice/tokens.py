@@ -6,10 +6,12 @@ with a public key can pass. Token values are never logged or echoed back.
 import os
 
 from .problems import Problem
+from .schemas import MAX_ID
 
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 JWKS_CACHE_SECONDS = 300
 SETTINGS = ("OIDC_JWKS", "OIDC_ISSUER", "OIDC_AUDIENCE")
+MAX_SUBJECT = MAX_ID  # OpenID Connect Core: a `sub` "MUST NOT exceed 255 ASCII characters"
 
 
 def pyjwt():
@@ -69,7 +71,7 @@ def verify(id_token, config, keys):
         key = keys.signing_key(id_token)
         if key.key_type == "oct":
             raise pyjwt().InvalidKeyError("symmetric keys are not accepted")
-        return pyjwt().decode(
+        claims = pyjwt().decode(
             id_token, key.key, algorithms=ALGORITHMS,
             audience=config["OIDC_AUDIENCE"], issuer=config["OIDC_ISSUER"],
             options={"require": ["exp", "iss", "aud", "sub"]},
@@ -78,3 +80,6 @@ def verify(id_token, config, keys):
         raise Problem(401, "The id_token failed verification: %s." % type(error).__name__) from None
     except OSError:
         raise Problem(503, "The configured JWKS could not be read.") from None
+    if not isinstance(claims["sub"], str) or not 0 < len(claims["sub"]) <= MAX_SUBJECT:
+        raise Problem(401, "The id_token failed verification: its sub is not 1 to %d characters." % MAX_SUBJECT)
+    return claims

@@ -1,5 +1,5 @@
 """/user: the signed-in user of this device."""
-from flask import Blueprint, current_app
+from flask import Blueprint
 
 from .. import schemas, store
 from . import json_text
@@ -52,5 +52,4 @@ def providers():
 
 @bp.post("/user/update/vanity")
 def update_vanity():
-    profile = json_body(schemas.vanity_request)
-    return json_text(store.update_vanity(profile, current_app.config["CLOUD_DOMAIN"]))
+    return json_text(store.update_vanity(json_body(schemas.vanity_request)))
