@@ -35,6 +35,15 @@ def test_version_option_prints_the_version():
     assert run_cli("sqlite:///unused.db", "--version").strip() == userservice.__version__
 
 
+def test_serve_with_an_unusable_setting_stops_with_one_line(sqlite_url):
+    env = {**os.environ, "USERSERVICE_DATABASE_URL": sqlite_url, "USERSERVICE_PIECES_OS_VERSION": "twelve"}
+    result = subprocess.run([os.path.join(BIN, "userservice"), "serve", "--port", str(free_port())], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "USERSERVICE_PIECES_OS_VERSION" in result.stderr
+
+
 def test_serve_prints_the_database_and_answers_health(serve, database_url):
     server = serve(database_url)
     assert requests.get(server.url + "/.well-known/health", timeout=30).text == "ok"

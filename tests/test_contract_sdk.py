@@ -39,7 +39,7 @@ from pieces_os_client.models.user_beta_status import UserBetaStatus
 from pieces_os_client.exceptions import ApiException
 from pieces_os_client.models.user_profile import UserProfile
 
-import userservice
+from userservice.config import DEFAULTS
 
 UTC = datetime.timezone.utc
 ISSUER, AUDIENCE = "https://issuer.example/", "pieces"
@@ -125,7 +125,7 @@ def select(sdk, user_id="auth0|sdk", **fields):
 
 def test_sdk_well_known_health_and_version(sdk):
     assert sdk.well_known.get_well_known_health() == "ok"
-    assert sdk.well_known.get_well_known_version() == userservice.__version__
+    assert sdk.well_known.get_well_known_version() == DEFAULTS["PIECES_OS_VERSION"]
 
 
 def test_sdk_select_snapshot_refresh_clear(sdk):

@@ -4,6 +4,7 @@ import re
 import pytest
 from openapi_spec_validator import validate
 
+import userservice
 from userservice import openapi
 
 API_KEY = "openapi-key-31c8"
@@ -87,6 +88,12 @@ def test_wire_names_are_documented(served, component, wire_name, python_name):
     _keyed, _app, document = served
     properties = document["components"]["schemas"][component]["properties"]
     assert wire_name in properties and python_name not in properties
+
+
+def test_info_version_is_the_service_version(served):
+    _keyed, _app, document = served
+    assert document["info"]["version"] == userservice.__version__
+    assert "PiecesOS" in document["paths"]["/.well-known/version"]["get"]["summary"]
 
 
 def test_security_schemes_only_when_a_key_is_set(served):

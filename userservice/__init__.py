@@ -23,6 +23,7 @@ def init_app(app, url_prefix=None):
     extension.init_app(app)
     stream.init_app(app)
     errors.init_app(app)
+    wellknown.init_app(app)
     blueprints = (user.bp, users.bp, stream.bp, wellknown.bp, openapi.bp)
     guards.init_app(app, blueprints)
     for blueprint in blueprints:

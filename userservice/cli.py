@@ -10,7 +10,7 @@ from gunicorn.app.base import BaseApplication
 from flask import Flask
 
 from . import create_app, extension, storage
-from .config import configure
+from .config import ConfigurationError, configure
 from .migrate import migrate as apply_migrations
 from .version import VERSION
 
@@ -117,7 +117,10 @@ def parser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    except ConfigurationError as error:
+        sys.exit("userservice: %s" % error)  # one line, exit status 1
     return 0
 
 

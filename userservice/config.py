@@ -1,5 +1,6 @@
 """The settings: defaults, then USERSERVICE_* environment variables, then the caller's."""
 import os
+import re
 
 DEFAULTS = dict(
     DATABASE_URL=None,
@@ -21,7 +22,18 @@ DEFAULTS = dict(
     ALLOWED_ORIGINS=[],
     API_KEY=None,
     MAX_JSON_STRING=64 * 1024,
+    # What GET /.well-known/version answers: the PiecesOS version whose API clients may
+    # expect here. pieces-cli 1.20.1 and the Sublime and Neovim plugins accept 12.x only.
+    PIECES_OS_VERSION="12.0.0",
 )
+
+# How the clients read a PiecesOS version (the SDK wrapper's VersionChecker): anything else
+# makes them fail before their first request.
+CLIENT_VERSION_FORMAT = re.compile(r"\d+\.\d+\.\d+(?:[-.]\S+)?")
+
+
+class ConfigurationError(ValueError):
+    """A setting the service cannot start with; the message is one line that names it."""
 
 
 def default_database_url():
@@ -41,4 +53,13 @@ def configure(app, test_config=None):
         app.config.from_mapping(test_config)
     if not app.config["DATABASE_URL"]:
         app.config["DATABASE_URL"] = default_database_url()
+    check(app.config)
     return app.config
+
+
+def check(config):
+    """Refuse at start what clients could not use, rather than fail them later."""
+    version = config["PIECES_OS_VERSION"]
+    if not isinstance(version, str) or not CLIENT_VERSION_FORMAT.fullmatch(version):
+        raise ConfigurationError("USERSERVICE_PIECES_OS_VERSION must be a version such as 12.0.0 "
+                                 "(major.minor.patch), not %r" % (version,))

@@ -122,12 +122,15 @@ def check_body():
         raise NotJson()
 
 
-def guard():
-    """Run before every view, in order: who may ask at all, then what they may send.
+def ours():
+    """Whether the service answers this request: a route of its blueprints, or none at all
+    (an embedding site's own routes are left to it)."""
+    return request.url_rule is None or request.blueprint in current_app.extensions[EXTENSION]
 
-    An embedding site's own routes are left to it; unrouted requests are guarded too.
-    """
-    if request.url_rule is not None and request.blueprint not in current_app.extensions[EXTENSION]:
+
+def guard():
+    """Run before every view, in order: who may ask at all, then what they may send."""
+    if not ours():
         return None
     check_host()
     if is_preflight():

@@ -15,6 +15,10 @@ bp = Blueprint("openapi", __name__)
 EXTENSION = "userservice.openapi"
 
 OPENAPI_VERSION = "3.1.0"
+DESCRIPTION = ("The Pieces OS User and Users API. `info.version` is this service's own version, "
+               "also sent as the X-Userservice-Version header of every answer; "
+               "GET /.well-known/version answers the PiecesOS API version it speaks, which is "
+               "what clients check.")
 
 COMPONENTS = {
     "UserProfile": schemas.UserProfileSchema,
@@ -171,7 +175,7 @@ def build(api_key):
     """The document, as a dict."""
     spec = APISpec(title="userservice", version=VERSION, openapi_version=OPENAPI_VERSION,
                    plugins=[MarshmallowPlugin()],
-                   info={"description": "The Pieces OS User and Users API."})
+                   info={"description": DESCRIPTION})
     for name, schema in COMPONENTS.items():
         spec.components.schema(name, schema=schema)
     spec.components.schema("Problem", PROBLEM)
@@ -186,7 +190,8 @@ def build(api_key):
     health = text_operation("health", "`ok` while the service runs", api_key, guarded=False)
     health["security"] = []
     spec.path("/.well-known/health", operations={"get": health, "head": {**health, "operationId": "healthHead"}})
-    spec.path("/.well-known/version", operations={"get": text_operation("version", "The service's version", api_key)})
+    spec.path("/.well-known/version", operations={"get": text_operation(
+        "version", "The PiecesOS API version this service speaks (PIECES_OS_VERSION)", api_key)})
     spec.path("/openapi.json", operations={"get": {
         "operationId": "openapi", "summary": "This document",
         "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},

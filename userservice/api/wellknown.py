@@ -1,9 +1,18 @@
-"""/.well-known: how clients (the Python SDK probes ports 39300-39333) find and identify us."""
-from flask import Blueprint
+"""/.well-known: how clients (the Python SDK probes ports 39300-39333) find and identify us.
 
+`/.well-known/version` is what clients check before anything else, against the PiecesOS
+versions they support (pieces-cli 1.20.1 stops unless it is >=12.0.0,<13.0.0), so it names
+the PiecesOS API version this service speaks (PIECES_OS_VERSION). The service's own version
+travels in the X-Userservice-Version header of every answer instead.
+"""
+from flask import Blueprint, current_app
+
+from .. import guards
 from ..version import VERSION
 
 bp = Blueprint("wellknown", __name__)
+
+VERSION_HEADER = "X-Userservice-Version"
 
 
 @bp.get("/.well-known/health")
@@ -13,4 +22,15 @@ def health():
 
 @bp.get("/.well-known/version")
 def version():
-    return VERSION, 200, {"Content-Type": "text/plain; charset=utf-8"}
+    return current_app.config["PIECES_OS_VERSION"], 200, {"Content-Type": "text/plain; charset=utf-8"}
+
+
+def identify(response):
+    """Name this service's own version on each of its answers (not on an embedding site's)."""
+    if guards.ours():
+        response.headers[VERSION_HEADER] = VERSION
+    return response
+
+
+def init_app(app):
+    app.after_request(identify)
