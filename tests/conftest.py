@@ -13,8 +13,14 @@ from urllib.parse import quote
 import psycopg
 import pytest
 import requests
+from hypothesis import settings
 
 from userservice import create_app, extension, migrate
+
+# Generated tests stay bounded in CI; `pytest --hypothesis-profile=long` searches longer.
+settings.register_profile("ci", max_examples=30, stateful_step_count=20, deadline=None)
+settings.register_profile("long", max_examples=1000, stateful_step_count=50, deadline=None)
+settings.load_profile("ci")
 
 EVENT_WAIT_SECONDS = 10  # how long a stream reader waits for an event before failing
 POSTGRES_URL = os.environ.get("USERSERVICE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

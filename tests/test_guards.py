@@ -25,6 +25,8 @@ WRITES = [
     ("post", "/user/update/vanity", "VANITY"),
     ("post", "/users/authenticate/from_token", {"access_token": "a", "token_type": "Bearer", "expires_in": 1}),
     ("post", "/users/ID/disconnect", None),
+    ("post", "/os/sign_in", None),
+    ("post", "/os/sign_out", None),
 ]
 STREAM = ("get", "/user/stream", None)
 

@@ -1,5 +1,6 @@
 """migrate.py: migrations from many processes at once, and a migrated database laid out
 exactly as models.py describes, on both backends."""
+import datetime
 import os
 import subprocess
 import sys
@@ -54,5 +55,28 @@ def test_migrated_database_is_laid_out_as_the_models_say(service, second_databas
             migrated_tables = service.storage.database.get_tables(schema=migrate.current_schema(service.storage))
         assert sorted(t for t in migrated_tables if t != "schema_migration") == sorted(names)
         assert layout(service.storage, names) == layout(created, names)
+    finally:
+        discard(app)
+
+
+def test_upgrade_records_the_current_user_as_the_last_to_sign_in(database_url):
+    """0003 adds signed_in_seq: the user current at the upgrade is the one POST /os/sign_in
+    signs in again; users nobody knows the last sign-in of are not signed in by it."""
+    app = create_app({"DATABASE_URL": database_url, "MIGRATE_ON_START": False})
+    try:
+        app_storage = parts(app).storage
+        with migrate.migration_lock(app_storage), app_storage.connection():
+            migrate.runner(app_storage).up(target="0002_drop_beta_statuses")
+            for user_id in ("current", "other"):
+                app_storage.database.execute_sql(
+                    'INSERT INTO "users" ("id", "signed_in", "document") VALUES (%s, %s, %s)'
+                    % ((app_storage.database.param,) * 3),
+                    (user_id, datetime.datetime(2024, 1, 1), '{"id":"%s"}' % user_id))
+            app_storage.database.execute_sql('UPDATE "state" SET "seq" = 7, "current" = \'current\' WHERE "id" = 1')
+        assert migrate.migrate(app_storage) == ["0003_signed_in_seq"]
+        User = app_storage.models.User
+        with app_storage.connection():
+            assert dict(User.select(User.id, User.signed_in_seq).tuples()) == {"current": 7, "other": None}
+            assert parts(app).profiles.last_signed_in().id == "current"
     finally:
         discard(app)

@@ -56,6 +56,8 @@ def test_every_route_is_documented_with_its_methods(served):
     ("/users/{user}", "get", {"200", "403", "404"}),
     ("/users/{user}/disconnect", "post", {"200", "403", "404"}),
     ("/user/stream", "get", {"101", "200", "403", "503"}),
+    ("/os/sign_in", "post", {"200", "403", "511"}),
+    ("/os/sign_out", "post", {"200", "403"}),
 ])
 def test_documented_statuses(served, path, method, statuses):
     keyed, _app, document = served

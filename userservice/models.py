@@ -29,6 +29,9 @@ class User(BaseModel):
     created = DateTimeField(null=True)
     updated = DateTimeField(null=True)
     signed_in = DateTimeField(index=True)  # first sign-in here; orders GET /users
+    # The change-log seq of the user's last sign-in here (select, token, /os/sign_in), a
+    # clock no two sign-ins share; NULL if none was recorded (signed in before version 0003).
+    signed_in_seq = BigIntegerField(null=True)
     document = TextField()
 
     class Meta:

@@ -66,7 +66,8 @@ STATUS_MEANINGS = {
     415: "The request body is not sent as Content-Type: application/json.",
     501: "Token sign-in is not configured on this server.",
     503: "The server cannot take this now (stream limit, or the JWKS could not be read); see Retry-After.",
-    511: "Nobody is signed in on this device, or the user named is not the signed-in user.",
+    511: "Nobody is signed in on this device, or the user named is not the signed-in user "
+         "(for /os/sign_in: nobody has signed in here yet; the detail says how to).",
 }
 GUARDED = (401, 403)
 WITH_BODY = (400, 413, 415)
@@ -107,6 +108,11 @@ OPERATIONS = (
      (200, "UserProfile"), (404,)),
     ("/users/{user}/disconnect", "post", "usersDisconnectSpecificUser",
      "Forget a user on this device", None, (200, "Users"), (404,)),
+    ("/os/sign_in", "post", "signIntoOS",
+     "Keep the signed-in user, or sign in again the user who signed in here last (there is no "
+     "browser sign-in here)", None, (200, "UserProfile"), (511,)),
+    ("/os/sign_out", "post", "signOutOfOS", "Sign the current user out, exactly as /user/clear; "
+     "answers the users known here", None, (200, "Users"), ()),
 )
 
 

@@ -89,6 +89,18 @@ class Profiles:
                 User.update(subject=subject).where(User.id == profile["id"]).execute()
         return text
 
+    def mark_signed_in(self, user_id, seq):
+        """Record a sign-in by the seq of the change that recorded it."""
+        self.User.update(signed_in_seq=seq).where(self.User.id == user_id).execute()
+
+    def last_signed_in(self):
+        """The user who signed in here last, or None."""
+        User = self.User
+        row = (User.select(User.id, User.subject, User.username_key, User.vanityname_key, User.document)
+               .where(User.signed_in_seq.is_null(False)).order_by(User.signed_in_seq.desc())
+               .tuples().first())
+        return UserRow(*row) if row else None
+
     def delete(self, user_id):
         self.User.delete().where(self.User.id == user_id).execute()
 

@@ -47,6 +47,7 @@ def select_user(auth0_user):
         text = service.profiles.save(profile, row, subject=auth0_user.get("user_id"))
         head.current = profile["id"]
         head.record("select", profile["id"], current=text)
+        service.profiles.mark_signed_in(profile["id"], head.seq)
         return text
 
     return service.commits.run(job)
@@ -59,6 +60,38 @@ def clear_user():
             head.record("clear", previous, current="null")
 
     extension.current().commits.run(job)
+
+
+def sign_out():
+    """POST /os/sign_out: /user/clear, answered as PiecesOS does, with the users known here."""
+    clear_user()
+    return list_users()
+
+
+NOBODY_TO_SIGN_IN = (
+    "Nobody has signed in on this device yet, and this service has no browser sign-in: sign a "
+    "user in with POST /user/select (an Auth0 user) or POST /users/authenticate/from_token (an "
+    "OIDC id_token); after a sign-out, POST /os/sign_in signs the last of them in again.")
+
+
+def sign_in():
+    """POST /os/sign_in without the browser PiecesOS opens: whoever is signed in stays; else
+    the user who signed in here last is signed in again, so that sign-out and sign-in are a
+    round trip; with nobody to sign in, 511 saying how to sign in here."""
+    service = extension.current()
+
+    def job(head):
+        if head.current is not None:
+            return service.profiles.get(head.current).document
+        row = service.profiles.last_signed_in()
+        if row is None:
+            raise SignInRequired(NOBODY_TO_SIGN_IN)
+        head.current = row.id
+        head.record("sign_in", row.id, current=row.document)
+        service.profiles.mark_signed_in(row.id, head.seq)
+        return row.document
+
+    return service.commits.run(job)
 
 
 def refresh_user():
@@ -140,6 +173,7 @@ def authenticate_from_claims(claims):
         profile = profile_from_claims(claims, stored, utcnow())
         text = service.profiles.save(profile, row, subject=subject)
         head.record("token", profile["id"], current=text if profile["id"] == head.current else None)
+        service.profiles.mark_signed_in(profile["id"], head.seq)
         return text
 
     return service.commits.run(job)
