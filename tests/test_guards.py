@@ -27,6 +27,7 @@ WRITES = [
     ("post", "/users/ID/disconnect", None),
     ("post", "/os/sign_in", None),
     ("post", "/os/sign_out", None),
+    ("post", "/allocations/connect", "PROFILE"),
 ]
 STREAM = ("get", "/user/stream", None)
 

@@ -58,6 +58,7 @@ def test_every_route_is_documented_with_its_methods(served):
     ("/user/stream", "get", {"101", "200", "403", "503"}),
     ("/os/sign_in", "post", {"200", "403", "511"}),
     ("/os/sign_out", "post", {"200", "403"}),
+    ("/allocations/connect", "post", {"200", "400", "403", "413", "415", "511"}),
 ])
 def test_documented_statuses(served, path, method, statuses):
     keyed, _app, document = served
@@ -90,6 +91,12 @@ def test_wire_names_are_documented(served, component, wire_name, python_name):
     _keyed, _app, document = served
     properties = document["components"]["schemas"][component]["properties"]
     assert wire_name in properties and python_name not in properties
+
+
+def test_allocations_connect_body_is_optional(served):
+    _keyed, _app, document = served
+    assert document["paths"]["/allocations/connect"]["post"]["requestBody"]["required"] is False
+    assert document["paths"]["/user/update"]["post"]["requestBody"]["required"] is True
 
 
 def test_info_version_is_the_service_version(served):

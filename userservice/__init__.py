@@ -2,7 +2,7 @@
 from flask import Flask
 
 from . import errors, extension, guards, openapi
-from .api import os as os_api, stream, user, users, wellknown
+from .api import allocations, os as os_api, stream, user, users, wellknown
 from .config import configure
 from .version import VERSION as __version__
 
@@ -24,7 +24,7 @@ def init_app(app, url_prefix=None):
     stream.init_app(app)
     errors.init_app(app)
     wellknown.init_app(app)
-    blueprints = (user.bp, users.bp, os_api.bp, stream.bp, wellknown.bp, openapi.bp)
+    blueprints = (user.bp, users.bp, os_api.bp, allocations.bp, stream.bp, wellknown.bp, openapi.bp)
     guards.init_app(app, blueprints)
     for blueprint in blueprints:
         app.register_blueprint(blueprint, url_prefix=url_prefix)

@@ -21,6 +21,7 @@ DESCRIPTION = ("The Pieces OS User and Users API. `info.version` is this service
                "what clients check.")
 
 COMPONENTS = {
+    "AllocationCloud": schemas.AllocationCloudSchema,  # before UserProfile, which nests it
     "UserProfile": schemas.UserProfileSchema,
     "ReturnedUserProfile": schemas.ReturnedUserProfileSchema,
     "Users": schemas.UsersSchema,
@@ -113,7 +114,11 @@ OPERATIONS = (
      "browser sign-in here)", None, (200, "UserProfile"), (511,)),
     ("/os/sign_out", "post", "signOutOfOS", "Sign the current user out, exactly as /user/clear; "
      "answers the users known here", None, (200, "Users"), ()),
+    ("/allocations/connect", "post", "allocationsConnectNewCloud",
+     "The signed-in user's cloud allocation as their profile holds it; without one, status FAILED "
+     "(this service runs no Pieces Cloud). Writes nothing", "UserProfile", (200, "AllocationCloud"), (511,)),
 )
+OPTIONAL_BODIES = {"allocationsConnectNewCloud"}  # the SDKs send no body without a profile
 
 
 def problem_response(status):
@@ -137,7 +142,8 @@ def operation(operation_id, summary, request_body, success, statuses, api_key):
         responses[str(code)] = problem_response(code)
     result = {"operationId": operation_id, "summary": summary, "responses": responses}
     if request_body:
-        result["requestBody"] = {"required": True, "content": json_content(request_body)}
+        result["requestBody"] = {"required": operation_id not in OPTIONAL_BODIES,
+                                 "content": json_content(request_body)}
     return result
 
 

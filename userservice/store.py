@@ -197,6 +197,27 @@ def disconnect_user(user_id):
 # --- reads ----------------------------------------------------------------------------------
 
 
+def no_cloud(user_id):
+    """The AllocationCloud of a user with none: this service runs no Pieces Cloud, so an
+    attempt to connect one fails, and there is no allocation id, project or URL to name."""
+    failed = {"status": "FAILED", "url": ""}
+    return {"id": "", "user": user_id, "urls": {"base": failed, "id": failed},
+            "status": {"cloud": "FAILED"}, "project": ""}
+
+
+def connect_cloud(user_id=None):
+    """POST /allocations/connect: the signed-in user's cloud allocation as their profile holds
+    it, or `no_cloud`. Writes nothing: the profile keeps saying there is no allocation."""
+    document = current_profile()
+    if document == "null":
+        raise SignInRequired()
+    profile = json.loads(document)
+    if user_id is not None and user_id != profile["id"]:
+        raise SignInRequired("User %r is not the signed-in user." % user_id)
+    allocation = profile.get("allocation") or no_cloud(profile["id"])
+    return json.dumps(allocation, separators=(",", ":"), ensure_ascii=False)
+
+
 def current_profile():
     """The current user's profile JSON, or "null" (from memory while nothing was committed)."""
     return extension.current().read_cache.current_profile()
