@@ -59,6 +59,7 @@ def test_every_route_is_documented_with_its_methods(served):
     ("/os/sign_in", "post", {"200", "403", "511"}),
     ("/os/sign_out", "post", {"200", "403"}),
     ("/allocations/connect", "post", {"200", "400", "403", "413", "415", "511"}),
+    ("/.well-known/stream/health", "get", {"101", "200", "403", "503"}),
 ])
 def test_documented_statuses(served, path, method, statuses):
     keyed, _app, document = served
@@ -91,6 +92,13 @@ def test_wire_names_are_documented(served, component, wire_name, python_name):
     _keyed, _app, document = served
     properties = document["components"]["schemas"][component]["properties"]
     assert wire_name in properties and python_name not in properties
+
+
+def test_health_stream_is_described_as_a_websocket_of_ok(served):
+    keyed, _app, document = served
+    stream = document["paths"]["/.well-known/stream/health"]["get"]
+    assert stream["responses"]["101"]["x-websocket-frame"] == {"const": "ok"}
+    assert ("security" in stream) == keyed
 
 
 def test_allocations_connect_body_is_optional(served):

@@ -14,6 +14,11 @@ def test_health_is_ok_as_plain_text(client, method):
     assert response.data == (b"ok" if method == "GET" else b"")
 
 
+def test_health_stream_path_without_an_upgrade_is_ok_once(client):
+    response = client.get("/.well-known/stream/health")
+    assert (response.status_code, response.mimetype, response.data) == (200, "text/plain", b"ok")
+
+
 def test_version_is_a_pieces_os_version_the_published_clients_accept(client):
     response = client.get("/.well-known/version")
     assert response.status_code == 200

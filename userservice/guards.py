@@ -13,7 +13,7 @@ from .problems import NotJson, Problem
 
 EXTENSION = "userservice.guards"
 OPEN_PATHS = ("/.well-known/health",)  # the SDKs probe it to find the service
-STREAM_ENDPOINTS = ("stream.event_stream", "stream.websocket_stream")
+STREAM_ENDPOINTS = ("stream.event_stream", "stream.websocket_stream", "stream.health_stream")
 API_KEY_HEADER = "X-API-Key"
 API_KEY_PARAMETER = "api_key"  # browsers cannot set headers on a WebSocket or EventSource
 PREFLIGHT_HEADERS = ("Content-Type", API_KEY_HEADER, "Last-Event-ID")

@@ -175,6 +175,26 @@ def stream_operation(api_key):
     return result
 
 
+def health_stream_operation(api_key):
+    responses = {
+        "101": {"description": "WebSocket: the text frame `ok` at once, then every "
+                               "STREAM_HEARTBEAT_INTERVAL seconds while the server runs; it closes "
+                               "with 1001 when the server shuts down.",
+                "x-websocket-frame": {"const": "ok"}},
+        "200": {"description": "Without an upgrade: `ok`, once.",
+                "content": {"text/plain": {"schema": {"const": "ok"}}}},
+        "403": problem_response(403),
+        "503": problem_response(503),
+    }
+    result = {"operationId": "healthStream", "summary": "`ok` while the service runs (WebSocket), "
+                                                        "as PiecesOS clients expect",
+              "responses": responses}
+    if api_key:
+        responses["401"] = problem_response(401)
+        result["security"] = [{"apiKeyHeader": []}, {"apiKeyQuery": []}]
+    return result
+
+
 def text_operation(operation_id, summary, api_key, guarded=True):
     responses = {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}},
                  "403": problem_response(403)}
@@ -199,6 +219,7 @@ def build(api_key):
         parameters = [USER_PARAMETER] if "{user}" in path else None
         spec.path(path, operations=operations, parameters=parameters)
     spec.path("/user/stream", operations={"get": stream_operation(api_key)})
+    spec.path("/.well-known/stream/health", operations={"get": health_stream_operation(api_key)})
     health = text_operation("health", "`ok` while the service runs", api_key, guarded=False)
     health["security"] = []
     spec.path("/.well-known/health", operations={"get": health, "head": {**health, "operationId": "healthHead"}})

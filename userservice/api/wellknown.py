@@ -20,6 +20,13 @@ def health():
     return "ok", 200, {"Content-Type": "text/plain; charset=utf-8"}
 
 
+@bp.get("/.well-known/stream/health")
+def health_once():
+    """The health stream's path without a WebSocket upgrade (the SDKs' plain GET of it): its
+    first frame, once. The stream itself is in api/stream.py."""
+    return health()
+
+
 @bp.get("/.well-known/version")
 def version():
     return current_app.config["PIECES_OS_VERSION"], 200, {"Content-Type": "text/plain; charset=utf-8"}
