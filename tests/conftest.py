@@ -159,8 +159,8 @@ class RunningServer:
     has booted: a signal sent to a worker still booting would be lost (gunicorn's handlers
     are not installed yet)."""
 
-    def __init__(self, database_url, workers=2, extra_env=None, args=()):
-        self.port = free_port()
+    def __init__(self, database_url, workers=2, extra_env=None, args=(), port=None):
+        self.port = port or free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.workers = workers
         env = {**os.environ, "USERSERVICE_DATABASE_URL": database_url, **(extra_env or {})}
@@ -212,7 +212,7 @@ class RunningServer:
 
 @pytest.fixture
 def serve():
-    """Start real servers: `serve(database_url, workers=2, extra_env=None)`."""
+    """Start real servers: `serve(database_url, workers=2, extra_env=None, args=(), port=None)`."""
     servers = []
 
     def start(database_url, **kwargs):

@@ -470,8 +470,8 @@ HEALTH = "/.well-known/stream/health"
 
 
 def test_health_stream_sends_ok_at_once_and_every_heartbeat_and_stays_open(serve, database_url):
-    """The SDK's PiecesClient forgets the server's port when this socket closes: it must
-    outlive pings (answered by the client) and heartbeats, saying `ok` each time."""
+    """PiecesClient holds this socket for as long as it runs: it must outlive pings (which
+    the client answers) and heartbeats, saying `ok` each time."""
     server = serve(database_url, workers=1, extra_env={"USERSERVICE_STREAM_HEARTBEAT_INTERVAL": "0.3",
                                                        "USERSERVICE_STREAM_PING_INTERVAL": "0.2"})
     ws = websocket.create_connection(server.url.replace("http", "ws") + HEALTH, timeout=WAIT_SECONDS)

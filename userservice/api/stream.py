@@ -100,8 +100,8 @@ def websocket_stream(ws):
 @sock.route("/.well-known/stream/health", bp=bp)
 def health_stream(ws):
     """`ok` at once, then every STREAM_HEARTBEAT_INTERVAL seconds, until the server stops.
-    The SDK's PiecesClient forgets the server's port (and probes for it on every call) when
-    this socket closes; pieces-cli's TUI reads each frame as connected (`ok`) or not."""
+    The SDK's PiecesClient reads `ok` as "PiecesOS is running" (pieces-cli's MCP gateway asks
+    it before each tool call), and pieces-cli's TUI each frame as connected or not."""
     hub, watcher = extension.current().hub, take_subscription()
     interval = current_app.config["STREAM_HEARTBEAT_INTERVAL"]
     try:
