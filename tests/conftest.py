@@ -231,7 +231,7 @@ class RunningServer:
 
 @pytest.fixture
 def serve():
-    """Start real servers: `serve(database_url, workers=2, extra_env=None, port=None)`."""
+    """Start real servers: `serve(database_url, workers=2, extra_env=None, args=(), port=None)`."""
     servers = []
 
     def start(database_url, **kwargs):

@@ -36,6 +36,7 @@ BAD = {
     "ACCESS_LOG": "sometimes",
     "LOG_FORMAT": "xml",
     "METRICS": "2",
+    "PIECES_OS_VERSION": "twelve",
 }
 SECRETS = ("API_KEY",)
 

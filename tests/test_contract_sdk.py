@@ -7,6 +7,8 @@ import json
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from pieces_os_client.api.allocations_api import AllocationsApi
+from pieces_os_client.api.os_api import OSApi
 from pieces_os_client.api.user_api import UserApi
 from pieces_os_client.api.users_api import UsersApi
 from pieces_os_client.api.well_known_api import WellKnownApi
@@ -39,7 +41,7 @@ from pieces_os_client.models.user_beta_status import UserBetaStatus
 from pieces_os_client.exceptions import ApiException
 from pieces_os_client.models.user_profile import UserProfile
 
-import userservice
+from userservice.config import DEFAULTS
 
 UTC = datetime.timezone.utc
 ISSUER, AUDIENCE = "https://issuer.example/", "pieces"
@@ -51,6 +53,7 @@ class Sdk:
     def __init__(self, url):
         self.client = ApiClient(Configuration(host=url))
         self.user, self.users, self.well_known = UserApi(self.client), UsersApi(self.client), WellKnownApi(self.client)
+        self.os, self.allocations = OSApi(self.client), AllocationsApi(self.client)
 
     def close(self):
         """Hang up idle keep-alive connections, which the server's graceful shutdown waits for."""
@@ -125,7 +128,7 @@ def select(sdk, user_id="auth0|sdk", **fields):
 
 def test_sdk_well_known_health_and_version(sdk):
     assert sdk.well_known.get_well_known_health() == "ok"
-    assert sdk.well_known.get_well_known_version() == userservice.__version__
+    assert sdk.well_known.get_well_known_version() == DEFAULTS["PIECES_OS_VERSION"]
 
 
 def test_sdk_select_snapshot_refresh_clear(sdk):
@@ -234,3 +237,16 @@ def test_sdk_token_sign_in_verifies_the_id_token(serve, database_url, tmp_path, 
     assert sdk.user.user_snapshot().user is None
     assert status_of(sdk.users.authenticate_from_oauth_token, token(aud="other")) == 401
     assert status_of(sdk.users.authenticate_from_oauth_token, token().copy(update={"id_token": None})) == 400
+
+
+def test_sdk_os_sign_out_sign_in_and_allocations_connect(sdk):
+    assert status_of(sdk.os.sign_into_os) == 511
+    assert status_of(sdk.allocations.allocations_connect_new_cloud) == 511
+    profile = select(sdk, nickname="osuser", email="os@example.com")
+    cloud = sdk.allocations.allocations_connect_new_cloud(profile)
+    assert (cloud.user, cloud.status.cloud) == (profile.id, AllocationStatusEnum.FAILED)
+    assert sdk.os.sign_out_of_os().iterable == [profile]
+    assert sdk.user.user_snapshot().user is None
+    assert sdk.os.sign_into_os() == profile
+    assert sdk.user.user_snapshot().user == profile
+    assert sdk.os.sign_into_os() == profile

@@ -8,6 +8,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
+import userservice
 from browser import WAIT_MS, card, current_user, expect_live, sign_in
 from conftest import RunningServer, discard
 from embedded_site import PREFIX, create_site
@@ -39,7 +40,10 @@ def test_embedded_endpoints_answer_under_the_prefix(site):
 
 
 def test_embedded_service_leaves_the_site_routes_alone(site):
-    assert site.get("/").data == b"my site"
+    response = site.get("/")
+    assert response.data == b"my site"
+    assert "X-Userservice-Version" not in response.headers
+    assert site.get("/pieces/user").headers["X-Userservice-Version"] == userservice.__version__
 
 
 def test_embedded_endpoints_are_not_mounted_at_the_root(site):

@@ -26,6 +26,9 @@ WRITES = [
     ("post", "/users/authenticate/from_token", {"access_token": "a", "token_type": "Bearer", "expires_in": 1}),
     ("post", "/users/ID/disconnect", None),
     ("post", "/users/ID/select", None),
+    ("post", "/os/sign_in", None),
+    ("post", "/os/sign_out", None),
+    ("post", "/allocations/connect", "PROFILE"),
 ]
 STREAM = ("get", "/user/stream", None)
 
@@ -126,7 +129,8 @@ def keyed_signed_in(keyed_client):
 
 
 @pytest.mark.parametrize("endpoint", WRITES + [STREAM, ("get", "/user", None), ("get", "/users", None),
-                                      ("get", "/openapi.json", None), ("get", "/.well-known/version", None)],
+                                      ("get", "/openapi.json", None), ("get", "/.well-known/version", None),
+                                      ("get", "/.well-known/stream/health", None)],
                          ids=lambda e: "%s %s" % e[:2])
 @pytest.mark.parametrize("key", [None, "", "wrong", API_KEY + "x", API_KEY[:-1]])
 def test_missing_or_wrong_api_key_is_refused_and_changes_nothing(keyed_client, keyed_signed_in, endpoint, key):
@@ -226,9 +230,10 @@ def test_sqlite_file_is_readable_by_its_owner_only(sqlite_url, app_config, reque
 # --- real servers: the WebSocket handshake, SSE, and a slow body ----------------------------
 
 
-def test_websocket_handshake_refuses_forged_host_foreign_origin_and_missing_key(database_url, serve):
+@pytest.mark.parametrize("path, first", [("/user/stream", "null"), ("/.well-known/stream/health", "ok")])
+def test_websocket_handshake_refuses_forged_host_foreign_origin_and_missing_key(database_url, serve, path, first):
     server = serve(database_url, extra_env={"USERSERVICE_API_KEY": API_KEY})
-    url = "ws://127.0.0.1:%d/user/stream" % server.port
+    url = "ws://127.0.0.1:%d%s" % (server.port, path)
     refused = [
         dict(host="evil.example", header={"X-API-Key": API_KEY}),
         dict(origin=EVIL, header={"X-API-Key": API_KEY}),
@@ -240,7 +245,7 @@ def test_websocket_handshake_refuses_forged_host_foreign_origin_and_missing_key(
             websocket.create_connection(url, timeout=5, **options)
         assert error.value.status_code in (401, 403)
     accepted = websocket.create_connection(url + "?api_key=" + API_KEY, timeout=5)
-    assert accepted.recv() == "null"
+    assert accepted.recv() == first
     accepted.close()
 
 

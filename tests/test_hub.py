@@ -35,3 +35,27 @@ def test_hub_gives_every_subscriber_one_event_encoded_once():
     event = first.next(0)
     assert second.next(0) is event
     assert event.sse == b'id: 7\ndata: {"id":"u"}\n\n'
+
+
+def test_hub_watchers_share_the_limit_get_no_changes_and_end_on_close():
+    subscribers = hub.Hub()
+    subscribers.publish(0, "null")
+    watcher = subscribers.watch(limit=2)
+    subscribers.subscribe(1, limit=2)
+    with pytest.raises(ServiceUnavailable):
+        subscribers.watch(limit=2)
+    subscribers.publish(1, "a")
+    assert watcher.next(0) is None
+    subscribers.unsubscribe(watcher)
+    subscribers.watch(limit=2)  # its slot is free again
+    subscribers.close()
+    assert watcher.next(0) is None  # gone before the close
+    with pytest.raises(ServiceUnavailable):
+        subscribers.watch(limit=10)
+
+
+def test_hub_close_ends_watchers():
+    subscribers = hub.Hub()
+    watcher = subscribers.watch(limit=10)
+    subscribers.close()
+    assert watcher.next(5) is hub.CLOSED

@@ -113,7 +113,7 @@ def vanity_of(profile):
 
 def test_0003_repairs_shared_names_in_sign_in_order_and_logs_each_repair(at_0002, caplog):
     caplog.set_level(logging.WARNING, logger="userservice.migrations")
-    assert migrate.migrate(parts(at_0002).storage) == ["0003_unique_names_any_length"]
+    assert migrate.migrate(parts(at_0002).storage) == ["0003_unique_names_any_length", "0004_signed_in_seq"]
     users = {user["id"]: user for user in at_0002.test_client().get("/users").get_json()["iterable"]}
     assert [(user_id, users[user_id].get("username"), *vanity_of(users[user_id])) for user_id in "abc"] == [
         ("a", "John", "shared", "https://shared.pieces.cloud"),  # the name its URL kept, restored
@@ -144,3 +144,26 @@ def test_unique_indexes_refuse_a_duplicate_written_past_the_store(service, colum
         User.insert(id="first", **row).execute()
         with pytest.raises(IntegrityError), service.storage.database.atomic():
             User.insert(id="second", **row).execute()
+
+
+def test_upgrade_records_the_current_user_as_the_last_to_sign_in(database_url):
+    """0004 adds signed_in_seq: the user current at the upgrade is the one POST /os/sign_in
+    signs in again; users nobody knows the last sign-in of are not signed in by it."""
+    app = create_app({"DATABASE_URL": database_url, "MIGRATE_ON_START": False})
+    try:
+        app_storage = parts(app).storage
+        with migrate.migration_lock(app_storage), app_storage.connection():
+            migrate.runner(app_storage).up(target="0003_unique_names_any_length")
+            for user_id in ("current", "other"):
+                app_storage.database.execute_sql(
+                    'INSERT INTO "users" ("id", "signed_in", "document") VALUES (%s, %s, %s)'
+                    % ((app_storage.database.param,) * 3),
+                    (user_id, datetime.datetime(2024, 1, 1), '{"id":"%s"}' % user_id))
+            app_storage.database.execute_sql('UPDATE "state" SET "seq" = 7, "current" = \'current\' WHERE "id" = 1')
+        assert migrate.migrate(app_storage) == ["0004_signed_in_seq"]
+        User = app_storage.models.User
+        with app_storage.connection():
+            assert dict(User.select(User.id, User.signed_in_seq).tuples()) == {"current": 7, "other": None}
+            assert parts(app).profiles.last_signed_in().id == "current"
+    finally:
+        discard(app)

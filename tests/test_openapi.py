@@ -4,6 +4,7 @@ import re
 import pytest
 from openapi_spec_validator import validate
 
+import userservice
 from userservice import openapi
 
 API_KEY = "openapi-key-31c8"
@@ -57,6 +58,10 @@ def test_every_route_is_documented_with_its_methods(served):
     ("/users/{user}/disconnect", "post", {"200", "403", "404"}),
     ("/users/{user}/select", "post", {"200", "403", "404"}),
     ("/user/stream", "get", {"101", "200", "403", "503"}),
+    ("/os/sign_in", "post", {"200", "403", "511"}),
+    ("/os/sign_out", "post", {"200", "403"}),
+    ("/allocations/connect", "post", {"200", "400", "403", "413", "415", "511"}),
+    ("/.well-known/stream/health", "get", {"101", "200", "403", "503"}),
 ])
 def test_documented_statuses(served, path, method, statuses):
     keyed, _app, document = served
@@ -89,6 +94,25 @@ def test_wire_names_are_documented(served, component, wire_name, python_name):
     _keyed, _app, document = served
     properties = document["components"]["schemas"][component]["properties"]
     assert wire_name in properties and python_name not in properties
+
+
+def test_health_stream_is_described_as_a_websocket_of_ok(served):
+    keyed, _app, document = served
+    stream = document["paths"]["/.well-known/stream/health"]["get"]
+    assert stream["responses"]["101"]["x-websocket-frame"] == {"const": "ok"}
+    assert ("security" in stream) == keyed
+
+
+def test_allocations_connect_body_is_optional(served):
+    _keyed, _app, document = served
+    assert document["paths"]["/allocations/connect"]["post"]["requestBody"]["required"] is False
+    assert document["paths"]["/user/update"]["post"]["requestBody"]["required"] is True
+
+
+def test_info_version_is_the_service_version(served):
+    _keyed, _app, document = served
+    assert document["info"]["version"] == userservice.__version__
+    assert "PiecesOS" in document["paths"]["/.well-known/version"]["get"]["summary"]
 
 
 def test_security_schemes_only_when_a_key_is_set(served):

@@ -254,3 +254,71 @@ def test_select_of_another_user_with_nothing_new_records_only_the_switch(ctx):
     select("auth0|1")  # without updated_at: `updated` would be now, were anything else new
     assert changes()[-1][1:] == ("select", first["id"], document)
     assert user_row(first["id"]).document == document
+
+
+def test_each_sign_in_is_marked_after_every_earlier_one(ctx):
+    selected = select("auth0|1")
+    token = json.loads(store.authenticate_from_claims({"sub": "auth0|2"}))
+    assert user_row(token["id"]).signed_in_seq > user_row(selected["id"]).signed_in_seq
+    before = changes()
+    select("auth0|1")  # still current, and nothing new: no change is recorded
+    assert changes() == before
+    assert user_row(selected["id"]).signed_in_seq > user_row(token["id"]).signed_in_seq
+    store.authenticate_from_claims({"sub": "auth0|2"})  # nothing new either
+    assert changes() == before
+    assert user_row(token["id"]).signed_in_seq > user_row(selected["id"]).signed_in_seq
+
+
+def test_update_keeps_the_last_sign_in(ctx):
+    profile = select()
+    seq = user_row(profile["id"]).signed_in_seq
+    update({**profile, "aesthetics": AESTHETICS})
+    assert user_row(profile["id"]).signed_in_seq == seq
+
+
+def test_sign_out_is_clear_answered_with_the_users_known_here(ctx):
+    profile = select()
+    assert json.loads(store.sign_out()) == json.loads(store.list_users()) == {"iterable": [profile]}
+    assert state().current is None
+    assert changes()[-1][1:] == ("clear", profile["id"], "null")
+
+
+def test_sign_out_when_nobody_is_current_writes_nothing(ctx):
+    assert json.loads(store.sign_out()) == {"iterable": []}
+    assert changes() == [] and state().seq == 0
+
+
+def test_sign_in_while_signed_in_answers_the_current_user_and_writes_nothing(ctx):
+    select("auth0|1")
+    current = select("auth0|2")
+    before = changes()
+    assert json.loads(store.sign_in()) == current
+    assert changes() == before and state().current == current["id"]
+
+
+@pytest.mark.parametrize("last", ["select", "token"])
+def test_sign_in_signs_in_again_whoever_signed_in_last(ctx, last):
+    first = select("auth0|1")
+    second = select("auth0|2")
+    if last == "token":
+        first = json.loads(store.authenticate_from_claims({"sub": "auth0|1"}))
+    store.sign_out()
+    expected = first if last == "token" else second
+    assert json.loads(store.sign_in()) == expected
+    assert state().current == expected["id"]
+    assert changes()[-1][1:] == ("sign_in", expected["id"], user_row(expected["id"]).document)
+
+
+def test_sign_in_passes_over_users_disconnected_since(ctx):
+    first = select("auth0|1")
+    second = select("auth0|2")
+    store.disconnect_user(second["id"])
+    assert json.loads(store.sign_in()) == first
+
+
+def test_sign_in_with_nobody_to_sign_in_raises_511_naming_how_to_sign_in_and_writes_nothing(ctx):
+    with pytest.raises(Problem) as error:
+        store.sign_in()
+    assert error.value.code == 511
+    assert "/user/select" in error.value.description and "/users/authenticate/from_token" in error.value.description
+    assert changes() == [] and state().current is None

@@ -161,7 +161,17 @@ def disconnect_current(client, profile):
     ok(client.post("/users/%s/disconnect" % profile["id"]))
 
 
-CHANGES = [select_other, select_known, clear, update_current, set_beta, set_vanity, refresh, disconnect_current]
+def sign_out(client, _profile):
+    ok(client.post("/os/sign_out"))
+
+
+def sign_out_and_in_again(client, _profile):
+    ok(client.post("/os/sign_out"))
+    ok(client.post("/os/sign_in"))
+
+
+CHANGES = [select_other, select_known, clear, update_current, set_beta, set_vanity, refresh, disconnect_current,
+           sign_out, sign_out_and_in_again]
 
 
 @pytest.mark.parametrize("change", CHANGES, ids=lambda change: change.__name__)

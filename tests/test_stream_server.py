@@ -311,12 +311,12 @@ def test_stream_websocket_ignores_what_clients_send(serve, database_url, closing
     assert not subscriber.ended.is_set()
 
 
-def raw_websocket(server):
+def raw_websocket(server, path="/user/stream"):
     """A WebSocket that never answers pings: a peer that has gone without closing."""
     connection = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_SECONDS)
-    connection.sendall(("GET /user/stream HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+    connection.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
                         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                        "Sec-WebSocket-Version: 13\r\n\r\n" % server.port).encode())
+                        "Sec-WebSocket-Version: 13\r\n\r\n" % (path, server.port)).encode())
     reader = connection.makefile("rb")
     while reader.readline() not in (b"\r\n", b""):
         pass
@@ -451,13 +451,61 @@ def test_stream_websocket_lagging_subscriber_is_sent_the_latest_state(serve, dat
         ws.close()
 
 
-def test_stream_websocket_shutdown_closes_with_going_away(serve, database_url):
+@pytest.mark.parametrize("path, first", [("/user/stream", b"null"), ("/.well-known/stream/health", b"ok")])
+def test_stream_websocket_shutdown_closes_with_going_away(serve, database_url, path, first):
     server = serve(database_url, workers=1)
-    connection, reader = raw_websocket(server)
+    connection, reader = raw_websocket(server, path)
     with connection:
-        assert read_frame(reader) == (0x1, b"null")
+        assert read_frame(reader) == (0x1, first)
         server.process.send_signal(signal.SIGTERM)
         while (frame := read_frame(reader)) is not None and frame[0] != 0x8:
             pass
     assert frame is not None, "the connection ended without a close frame"
     assert int.from_bytes(frame[1][:2], "big") == 1001
+
+
+# --- the health stream PiecesOS clients hold open -------------------------------------------
+
+HEALTH = "/.well-known/stream/health"
+
+
+def test_health_stream_sends_ok_at_once_and_every_heartbeat_and_stays_open(serve, database_url):
+    """PiecesClient holds this socket for as long as it runs: it must outlive pings (which
+    the client answers) and heartbeats, saying `ok` each time."""
+    server = serve(database_url, workers=1, extra_env={"USERSERVICE_STREAM_HEARTBEAT_INTERVAL": "0.3",
+                                                       "USERSERVICE_STREAM_PING_INTERVAL": "0.2"})
+    ws = websocket.create_connection(server.url.replace("http", "ws") + HEALTH, timeout=WAIT_SECONDS)
+    try:
+        started = time.monotonic()
+        assert [ws.recv() for _ in range(6)] == ["ok"] * 6
+        assert 1.2 < time.monotonic() - started < 5  # five heartbeats apart, not a burst
+        assert ws.connected
+    finally:
+        ws.close()
+
+
+def test_health_stream_ignores_what_clients_send(serve, database_url):
+    server = serve(database_url, workers=1, extra_env={"USERSERVICE_STREAM_HEARTBEAT_INTERVAL": "0.3"})
+    ws = websocket.create_connection(server.url.replace("http", "ws") + HEALTH, timeout=WAIT_SECONDS)
+    try:
+        assert ws.recv() == "ok"
+        for number in range(20):
+            ws.send("hello %d" % number)
+        assert ws.recv() == "ok"
+    finally:
+        ws.close()
+
+
+def test_health_stream_counts_against_the_stream_limit(serve, database_url):
+    server = serve(database_url, workers=1, extra_env={"USERSERVICE_STREAM_MAX_SUBSCRIBERS": "1"})
+    base = server.url.replace("http", "ws")
+    for held, refused in ((HEALTH, "/user/stream"), ("/user/stream", HEALTH)):
+        ws = websocket.create_connection(base + held, timeout=WAIT_SECONDS)
+        try:
+            ws.recv()
+            with pytest.raises(websocket.WebSocketBadStatusException) as error:
+                websocket.create_connection(base + refused, timeout=WAIT_SECONDS)
+            assert error.value.status_code == 503
+        finally:
+            ws.close()
+        time.sleep(1.5)  # the handler notices the close within WS_POLL_SECONDS and frees the slot

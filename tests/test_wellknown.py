@@ -2,6 +2,8 @@
 import pytest
 
 import userservice
+from userservice import create_app
+from userservice.config import ConfigError
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
@@ -12,11 +14,37 @@ def test_health_is_ok_as_plain_text(client, method):
     assert response.data == (b"ok" if method == "GET" else b"")
 
 
-def test_version_is_the_package_version(client):
+def test_health_stream_path_without_an_upgrade_is_ok_once(client):
+    response = client.get("/.well-known/stream/health")
+    assert (response.status_code, response.mimetype, response.data) == (200, "text/plain", b"ok")
+
+
+def test_version_is_a_pieces_os_version_the_published_clients_accept(client):
     response = client.get("/.well-known/version")
     assert response.status_code == 200
     assert response.mimetype == "text/plain"
-    assert response.get_data(as_text=True) == userservice.__version__
+    # pieces-cli 1.20.1 (Settings.PIECES_OS_MIN_VERSION / _MAX_VERSION) accepts [12.0.0, 13.0.0)
+    major, minor, patch = map(int, response.get_data(as_text=True).split("."))
+    assert (12, 0, 0) <= (major, minor, patch) < (13, 0, 0)
+
+
+def test_version_is_configurable(app_config, request):
+    app_config["PIECES_OS_VERSION"] = "12.3.4-beta.1"
+    client = request.getfixturevalue("app").test_client()
+    assert client.get("/.well-known/version").get_data(as_text=True) == "12.3.4-beta.1"
+
+
+@pytest.mark.parametrize("path, status", [("/.well-known/version", 200), ("/user", 200), ("/nothing", 404)])
+def test_every_answer_names_the_service_version(client, path, status):
+    response = client.get(path)
+    assert response.status_code == status
+    assert response.headers["X-Userservice-Version"] == userservice.__version__
+
+
+@pytest.mark.parametrize("value", ["0.1", "twelve", "12", "12.0.0 ", "v12.0.0", ""])
+def test_unusable_pieces_os_version_stops_the_app(sqlite_url, value):
+    with pytest.raises(ConfigError, match="^PIECES_OS_VERSION="):
+        create_app({"DATABASE_URL": sqlite_url, "PIECES_OS_VERSION": value})
 
 
 def test_health_other_method_is_405_with_allow(client):

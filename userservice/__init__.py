@@ -2,7 +2,7 @@
 from flask import Flask
 
 from . import errors, extension, guards, logs, metrics, openapi, pages
-from .api import stream, user, users, wellknown
+from .api import allocations, os as os_api, stream, user, users, wellknown
 from .config import configure
 from .version import VERSION as __version__
 
@@ -27,7 +27,8 @@ def init_app(app, url_prefix=None):
     service = extension.init_app(app, metrics.for_config(app.config))
     stream.init_app(app)
     errors.init_app(app)
-    blueprints = [user.bp, users.bp, stream.bp, wellknown.bp, openapi.bp, pages.bp]
+    wellknown.init_app(app)
+    blueprints = [user.bp, users.bp, os_api.bp, allocations.bp, stream.bp, wellknown.bp, openapi.bp, pages.bp]
     if app.config["METRICS"]:
         metrics.init_app(app)
         blueprints.append(metrics.bp)

@@ -252,6 +252,12 @@ class Follower:
                                      "shortly.", RETRY_SECONDS)
         return self.hub.subscribe(size, limit)
 
+    def watch(self, limit):
+        """A stream fed no changes (hub.watch). The follower is started all the same: stopping
+        it is what ends every stream on shutdown."""
+        self.ensure_started()
+        return self.hub.watch(limit)
+
     def stop(self):
         """Ask the follower to end every stream and stop. Takes none of the hub's locks, so a
         signal handler may call it whatever the interrupted code holds."""

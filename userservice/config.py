@@ -123,6 +123,12 @@ SETTINGS = {
     "ACCESS_LOG": Setting(False, "true or false", boolean),
     "LOG_FORMAT": Setting("text", "text or json", text_matching(r"text|json")),
     "METRICS": Setting(True, "true or false", boolean),
+    # What GET /.well-known/version answers: the PiecesOS version whose API clients may expect
+    # here (pieces-cli 1.20.1 and the Sublime and Neovim plugins accept 12.x only; see
+    # api/wellknown.py), in the form the SDK wrapper's VersionChecker parses: anything else
+    # makes clients fail before their first request.
+    "PIECES_OS_VERSION": Setting("12.0.0", "a version such as 12.0.0 (major.minor.patch)",
+                                 text_matching(r"\d+\.\d+\.\d+(?:[-.]\S+)?")),
 }
 DEFAULTS = {name: setting.default for name, setting in SETTINGS.items()}
 

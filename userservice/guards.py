@@ -17,7 +17,7 @@ EXTENSION = "userservice.guards"
 # which the SDKs probe to find the service, readiness, which an orchestrator probes, and the
 # pages, which then ask for the key.
 OPEN_ENDPOINTS = ("wellknown.health", "wellknown.ready") + PAGES
-STREAM_ENDPOINTS = ("stream.event_stream", "stream.websocket_stream")
+STREAM_ENDPOINTS = ("stream.event_stream", "stream.websocket_stream", "stream.health_stream")
 API_KEY_HEADER = "X-API-Key"
 API_KEY_PARAMETER = "api_key"  # browsers cannot set headers on a WebSocket or EventSource
 PREFLIGHT_HEADERS = ("Content-Type", API_KEY_HEADER, "Last-Event-ID")

@@ -66,6 +66,7 @@ class Hub:
         self.lock = threading.Lock()
         self.moved = threading.Condition(self.lock)
         self.subscribers = set()
+        self.watchers = set()  # streams fed no changes (the health stream), limited and ended alike
         self.latest = None  # (seq, state) as of the last change read
         self.closed = False
 
@@ -91,16 +92,29 @@ class Hub:
             return self.moved.wait_for(lambda: self.latest is not None and self.latest[0] >= seq,
                                        timeout)
 
+    def admit(self, limit):
+        """Refuse a new stream while closed or at the limit (called holding the lock)."""
+        if self.closed:
+            raise ServiceUnavailable("This server is shutting down; connect again.", RETRY_SECONDS)
+        if len(self.subscribers) + len(self.watchers) >= limit:
+            raise ServiceUnavailable("This server holds as many streams as it may; try again "
+                                     "shortly.", RETRY_SECONDS)
+
     def subscribe(self, size, limit):
         with self.lock:
-            if self.closed:
-                raise ServiceUnavailable("This server is shutting down; connect again.", RETRY_SECONDS)
-            if len(self.subscribers) >= limit:
-                raise ServiceUnavailable("This server holds as many streams as it may; try again "
-                                         "shortly.", RETRY_SECONDS)
+            self.admit(limit)
             subscription = Subscription(*self.latest, size)
             self.subscribers.add(subscription)
             return subscription
+
+    def watch(self, limit):
+        """A stream that is fed no changes: it counts against the limit and ends, like every
+        subscription, when the hub closes (`next` then returns CLOSED)."""
+        with self.lock:
+            self.admit(limit)
+            watcher = Subscription(None, None, 0)
+            self.watchers.add(watcher)
+            return watcher
 
     def resubscribe(self, subscription):
         """A fresh subscription from the latest state, for a subscriber that fell behind."""
@@ -116,11 +130,13 @@ class Hub:
     def unsubscribe(self, subscription):
         with self.lock:
             self.subscribers.discard(subscription)
+            self.watchers.discard(subscription)
 
     def close(self):
         """End every stream, so a graceful shutdown does not wait for clients to leave."""
         with self.lock:
             self.closed = True
-            for subscription in self.subscribers:
+            for subscription in self.subscribers | self.watchers:
                 subscription.end()
             self.subscribers.clear()
+            self.watchers.clear()

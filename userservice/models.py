@@ -32,6 +32,10 @@ class User(BaseModel):
     created = DateTimeField(null=True)
     updated = DateTimeField(null=True)
     signed_in = DateTimeField(index=True)  # first sign-in here; orders GET /users
+    # The order of the user's last sign-in here (select, token, /os/sign_in): one more than
+    # the device's highest at each sign-in, so no two share it; NULL if none was recorded
+    # (signed in before migration 0004). POST /os/sign_in signs the highest in again.
+    signed_in_seq = BigIntegerField(null=True)
     document = TextField()
 
     class Meta:

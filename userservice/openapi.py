@@ -15,8 +15,13 @@ bp = Blueprint("openapi", __name__)
 EXTENSION = "userservice.openapi"
 
 OPENAPI_VERSION = "3.1.0"
+DESCRIPTION = ("The Pieces OS User and Users API. `info.version` is this service's own version, "
+               "also sent as the X-Userservice-Version header of every answer; "
+               "GET /.well-known/version answers the PiecesOS API version it speaks, which is "
+               "what clients check.")
 
 COMPONENTS = {
+    "AllocationCloud": schemas.AllocationCloudSchema,  # before UserProfile, which nests it
     "UserProfile": schemas.UserProfileSchema,
     "ReturnedUserProfile": schemas.ReturnedUserProfileSchema,
     "Users": schemas.UsersSchema,
@@ -62,7 +67,8 @@ STATUS_MEANINGS = {
     415: "The request body is not sent as Content-Type: application/json.",
     501: "Token sign-in is not configured on this server.",
     503: "The server cannot take this now (stream limit, or the JWKS could not be read); see Retry-After.",
-    511: "Nobody is signed in on this device, or the user named is not the signed-in user.",
+    511: "Nobody is signed in on this device, or the user named is not the signed-in user "
+         "(for /os/sign_in: nobody has signed in here yet; the detail says how to).",
 }
 GUARDED = (401, 403)
 WITH_BODY = (400, 413, 415)
@@ -106,7 +112,16 @@ OPERATIONS = (
      (200, "UserProfile"), (404,)),
     ("/users/{user}/disconnect", "post", "usersDisconnectSpecificUser",
      "Forget a user on this device", None, (200, "Users"), (404,)),
+    ("/os/sign_in", "post", "signIntoOS",
+     "Keep the signed-in user, or sign in again the user who signed in here last (there is no "
+     "browser sign-in here)", None, (200, "UserProfile"), (511,)),
+    ("/os/sign_out", "post", "signOutOfOS", "Sign the current user out, exactly as /user/clear; "
+     "answers the users known here", None, (200, "Users"), ()),
+    ("/allocations/connect", "post", "allocationsConnectNewCloud",
+     "The signed-in user's cloud allocation as their profile holds it; without one, status FAILED "
+     "(this service runs no Pieces Cloud). Writes nothing", "UserProfile", (200, "AllocationCloud"), (511,)),
 )
+OPTIONAL_BODIES = {"allocationsConnectNewCloud"}  # the SDKs send no body without a profile
 
 
 def problem_response(status):
@@ -130,7 +145,8 @@ def operation(operation_id, summary, request_body, success, statuses, api_key):
         responses[str(code)] = problem_response(code)
     result = {"operationId": operation_id, "summary": summary, "responses": responses}
     if request_body:
-        result["requestBody"] = {"required": True, "content": json_content(request_body)}
+        result["requestBody"] = {"required": operation_id not in OPTIONAL_BODIES,
+                                 "content": json_content(request_body)}
     return result
 
 
@@ -162,6 +178,26 @@ def stream_operation(api_key):
     return result
 
 
+def health_stream_operation(api_key):
+    responses = {
+        "101": {"description": "WebSocket: the text frame `ok` at once, then every "
+                               "STREAM_HEARTBEAT_INTERVAL seconds while the server runs; it closes "
+                               "with 1001 when the server shuts down.",
+                "x-websocket-frame": {"const": "ok"}},
+        "200": {"description": "Without an upgrade: `ok`, once.",
+                "content": {"text/plain": {"schema": {"const": "ok"}}}},
+        "403": problem_response(403),
+        "503": problem_response(503),
+    }
+    result = {"operationId": "healthStream", "summary": "`ok` while the service runs (WebSocket), "
+                                                        "as PiecesOS clients expect",
+              "responses": responses}
+    if api_key:
+        responses["401"] = problem_response(401)
+        result["security"] = [{"apiKeyHeader": []}, {"apiKeyQuery": []}]
+    return result
+
+
 def text_operation(operation_id, summary, api_key, guarded=True):
     responses = {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}},
                  "403": problem_response(403)}
@@ -174,7 +210,7 @@ def build(api_key, metrics=True):
     """The document, as a dict."""
     spec = APISpec(title="userservice", version=VERSION, openapi_version=OPENAPI_VERSION,
                    plugins=[MarshmallowPlugin()],
-                   info={"description": "The Pieces OS User and Users API."})
+                   info={"description": DESCRIPTION})
     for name, schema in COMPONENTS.items():
         spec.components.schema(name, schema=schema)
     spec.components.schema("Problem", PROBLEM)
@@ -186,10 +222,12 @@ def build(api_key, metrics=True):
         parameters = [USER_PARAMETER] if "{user}" in path else None
         spec.path(path, operations=operations, parameters=parameters)
     spec.path("/user/stream", operations={"get": stream_operation(api_key)})
+    spec.path("/.well-known/stream/health", operations={"get": health_stream_operation(api_key)})
     health = text_operation("health", "`ok` while the service runs", api_key, guarded=False)
     health["security"] = []
     spec.path("/.well-known/health", operations={"get": health, "head": {**health, "operationId": "healthHead"}})
-    spec.path("/.well-known/version", operations={"get": text_operation("version", "The service's version", api_key)})
+    spec.path("/.well-known/version", operations={"get": text_operation(
+        "version", "The PiecesOS API version this service speaks (PIECES_OS_VERSION)", api_key)})
     ready = text_operation("ready", "`ready` when the database is reachable, migrations are current and the "
                                     "change feed follows the log", api_key, guarded=False)
     ready["security"] = []

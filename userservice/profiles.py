@@ -10,6 +10,8 @@ import hashlib
 import json
 import reprlib
 
+from peewee import fn
+
 from .mapping import vanity_url_of
 from .problems import Problem, UnknownUser
 from .schemas import dump_profile, profile_json
@@ -127,6 +129,22 @@ class Profiles:
         else:
             self.statements.save_user.execute(self.database, id=profile["id"], **columns)
         return text, True
+
+    def mark_signed_in(self, user_id):
+        """Record that this user signed in now: one more than the last sign-in on the device
+        (the state row the write holds makes that race-free). A sign-in that changes nothing
+        else still moves this mark; it records no change on the stream."""
+        User, Latest = self.User, self.User.alias("latest")
+        after = Latest.select(fn.COALESCE(fn.MAX(Latest.signed_in_seq), 0) + 1)
+        User.update(signed_in_seq=after).where(User.id == user_id).execute()
+
+    def last_signed_in(self):
+        """The user who signed in here last, or None."""
+        User = self.User
+        row = (User.select(User.id, User.subject, User.document)
+               .where(User.signed_in_seq.is_null(False)).order_by(User.signed_in_seq.desc())
+               .tuples().first())
+        return UserRow(*row) if row else None
 
     def delete(self, user_id):
         self.User.delete().where(self.User.id == user_id).execute()

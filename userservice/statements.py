@@ -45,9 +45,9 @@ def assigning(fields):
     return {field: slot(field.name) for field in fields}
 
 
-# What a save of a profile writes: every column but the key and those set once (who signed
-# in, and when first).
-SAVED_BESIDES = ("id", "subject", "signed_in")
+# What a save of a profile writes: every column but the key, those set once (who signed in,
+# and when first) and the last sign-in, which only sign-ins write.
+SAVED_BESIDES = ("id", "subject", "signed_in", "signed_in_seq")
 
 
 class Statements:

@@ -66,6 +66,7 @@ def select_user(auth0_user):
         if written or head.current != user_id:
             head.current = user_id
             head.record("select", user_id, current=text)
+        service.profiles.mark_signed_in(user_id)
         return text
 
     return service.commits.run(job)
@@ -80,6 +81,7 @@ def select_known_user(user_id):
         row = service.profiles.get(user_id)
         head.current = row.id
         head.record("select", row.id, current=row.document)
+        service.profiles.mark_signed_in(row.id)
         return row.document
 
     return service.commits.run(job)
@@ -92,6 +94,38 @@ def clear_user():
             head.record("clear", previous, current="null")
 
     extension.current().commits.run(job)
+
+
+def sign_out():
+    """POST /os/sign_out: /user/clear, answered as PiecesOS does, with the users known here."""
+    clear_user()
+    return list_users()
+
+
+NOBODY_TO_SIGN_IN = (
+    "Nobody has signed in on this device yet, and this service has no browser sign-in: sign a "
+    "user in with POST /user/select (an Auth0 user) or POST /users/authenticate/from_token (an "
+    "OIDC id_token); after a sign-out, POST /os/sign_in signs the last of them in again.")
+
+
+def sign_in():
+    """POST /os/sign_in without the browser PiecesOS opens: whoever is signed in stays; else
+    the user who signed in here last is signed in again, so that sign-out and sign-in are a
+    round trip; with nobody to sign in, 511 saying how to sign in here."""
+    service = extension.current()
+
+    def job(head):
+        if head.current is not None:
+            return service.profiles.get(head.current).document
+        row = service.profiles.last_signed_in()
+        if row is None:
+            raise SignInRequired(NOBODY_TO_SIGN_IN)
+        head.current = row.id
+        head.record("sign_in", row.id, current=row.document)
+        service.profiles.mark_signed_in(row.id)
+        return row.document
+
+    return service.commits.run(job)
 
 
 def refresh_user():
@@ -181,6 +215,7 @@ def authenticate_from_claims(claims):
         text, written = save_sign_in(service, row, profile, stored, subject)
         if written:
             head.record("token", user_id, current=text if user_id == head.current else None)
+        service.profiles.mark_signed_in(user_id)
         return text
 
     return service.commits.run(job)
@@ -245,6 +280,27 @@ def iso_utc(moment):
 
 
 # --- reads ----------------------------------------------------------------------------------
+
+
+def no_cloud(user_id):
+    """The AllocationCloud of a user with none: this service runs no Pieces Cloud, so an
+    attempt to connect one fails, and there is no allocation id, project or URL to name."""
+    failed = {"status": "FAILED", "url": ""}
+    return {"id": "", "user": user_id, "urls": {"base": failed, "id": failed},
+            "status": {"cloud": "FAILED"}, "project": ""}
+
+
+def connect_cloud(user_id=None):
+    """POST /allocations/connect: the signed-in user's cloud allocation as their profile holds
+    it, or `no_cloud`. Writes nothing: the profile keeps saying there is no allocation."""
+    document = current_profile()
+    if document == "null":
+        raise SignInRequired()
+    profile = json.loads(document)
+    if user_id is not None and user_id != profile["id"]:
+        raise SignInRequired("User %r is not the signed-in user." % user_id)
+    allocation = profile.get("allocation") or no_cloud(profile["id"])
+    return json.dumps(allocation, separators=(",", ":"), ensure_ascii=False)
 
 
 def current_profile():

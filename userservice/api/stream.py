@@ -1,10 +1,13 @@
 """/user/stream: the current user, live, over WebSocket (flask-sock) or Server-Sent Events.
 
 Both carry the same bytes: the current UserProfile as JSON, or `null` when nobody is signed in.
+
+/.well-known/stream/health: the WebSocket PiecesOS clients hold open while the server runs.
 """
 import functools
 import socket
 import threading
+import time
 
 from flask import Blueprint, Response, current_app, g, request
 from flask_sock import Sock
@@ -20,6 +23,8 @@ WS_POLL_SECONDS = 1.0  # how soon a handler notices that its WebSocket peer has 
 GOING_AWAY = 1001  # the WebSocket close code for a server shutting down
 MAX_CLIENT_MESSAGE = 64 * 1024  # clients send nothing; a larger message closes their WebSocket
 SERVER_SOCKETS = ("gunicorn.socket", "werkzeug.socket")  # where simple-websocket finds it
+HEALTHY = "ok"  # what PiecesOS sends on its health stream, and what its clients look for
+HEALTH_STREAM = "stream.health_stream"
 
 
 @bp.before_request
@@ -33,9 +38,11 @@ def admit():
         for key in SERVER_SOCKETS:
             if key in request.environ:
                 request.environ[key] = WholeFrames(request.environ[key])
-    config = current_app.config
-    g.subscription = extension.current().follower.subscribe(config["STREAM_QUEUE_SIZE"],
-                                                           config["STREAM_MAX_SUBSCRIBERS"])
+    config, follower = current_app.config, extension.current().follower
+    if request.endpoint == HEALTH_STREAM:
+        g.subscription = follower.watch(config["STREAM_MAX_SUBSCRIBERS"])
+    else:
+        g.subscription = follower.subscribe(config["STREAM_QUEUE_SIZE"], config["STREAM_MAX_SUBSCRIBERS"])
 
 
 
@@ -92,6 +99,26 @@ def websocket_stream(ws):
     finally:
         hub.unsubscribe(subscription)
         metrics.stream_closed("websocket")
+
+
+@sock.route("/.well-known/stream/health", bp=bp)
+def health_stream(ws):
+    """`ok` at once, then every STREAM_HEARTBEAT_INTERVAL seconds, until the server stops.
+    The SDK's PiecesClient reads `ok` as "PiecesOS is running" (pieces-cli's MCP gateway asks
+    it before each tool call), and pieces-cli's TUI each frame as connected or not."""
+    hub, watcher = extension.current().hub, take_subscription()
+    interval = current_app.config["STREAM_HEARTBEAT_INTERVAL"]
+    try:
+        while True:
+            ws.send(HEALTHY)
+            deadline = time.monotonic() + interval
+            while (remaining := deadline - time.monotonic()) > 0:
+                if watcher.next(min(WS_POLL_SECONDS, remaining)) is CLOSED:
+                    going_away(ws)
+                    return
+                discard_client_messages(ws)
+    finally:
+        hub.unsubscribe(watcher)
 
 
 def going_away(ws):
