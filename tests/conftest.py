@@ -1,5 +1,10 @@
 """Fixtures: every test that takes `app` runs once on SQLite and once on PostgreSQL, each
-with a database of its own (a temporary file, or a schema of its own)."""
+with a database of its own (a temporary file, or a schema of its own).
+
+Generated tests are bounded for CI by Hypothesis' default profile; run them longer locally
+with `pytest --hypothesis-profile=long`."""
+import collections
+import http.client
 import os
 import socket
 import subprocess
@@ -33,6 +38,10 @@ settings.load_profile("ci")
 
 POSTGRES_URL = os.environ.get("USERSERVICE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgres"]
+
+# Hypothesis' default profile (100 examples per test, and 25 per operation in test_fuzz.py)
+# bounds generated tests for CI; `pytest --hypothesis-profile=long` runs every one longer.
+settings.register_profile("long", max_examples=3000)
 
 
 def postgres_connection():
@@ -227,6 +236,112 @@ class RunningServer:
                 self.process.wait()
         self.reader.join(5)
         return self.output()
+
+
+def worker_pids(server):
+    with open("/proc/%d/task/%d/children" % (server.process.pid, server.process.pid)) as children:
+        return [int(pid) for pid in children.read().split()]
+
+
+def socket_inodes(pid):
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    return inodes
+
+
+def worker_of(server, client_port):
+    """The pid of the worker holding the server side of the connection from client_port."""
+    with open("/proc/net/tcp") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    inode = next(row[9] for row in rows
+                 if int(row[1].split(":")[1], 16) == server.port and int(row[2].split(":")[1], 16) == client_port)
+    return next(pid for pid in worker_pids(server) if inode in socket_inodes(pid))
+
+
+def assert_stream_slots_free(server, per_worker):
+    """Open Server-Sent Events streams until every worker holds `per_worker` of them (its
+    STREAM_MAX_SUBSCRIBERS): a worker that refuses one before then holds a slot nobody uses.
+    gunicorn picks the worker of each connection, so some land on a full one (503 there)."""
+    held = {pid: [] for pid in worker_pids(server)}
+    connections = []
+    try:
+        for _attempt in range(20 * per_worker * len(held)):
+            if all(len(streams) >= per_worker for streams in held.values()):
+                return
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            connections.append(connection)
+            connection.request("GET", "/user/stream")
+            response = connection.getresponse()  # the worker has accepted it: now it can be found
+            worker = worker_of(server, connection.sock.getsockname()[1])
+            if response.status == 503:
+                assert len(held[worker]) >= per_worker, \
+                    "worker %d refused a stream while holding %d of ours, of %d" % (
+                        worker, len(held[worker]), per_worker)
+            else:
+                assert response.status == 200, response.status
+                held[worker].append(connection)
+        pytest.fail("%d connections did not fill every worker" % len(connections))
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+class KeepOpen:
+    """A connection's reader that http.client may "close" after each response it reads."""
+
+    def __init__(self, reader):
+        self.reader = reader
+
+    def makefile(self, _mode):
+        return self
+
+    def __getattr__(self, name):
+        return getattr(self.reader, name)
+
+    def close(self):
+        pass
+
+
+RawAnswer = collections.namedtuple("RawAnswer", "responses closed")
+
+
+def raw_exchange(port, data, method="GET", half_close=True, timeout=10):
+    """Send raw request bytes on a new connection and read every response (http.client's
+    HTTPResponse, body read) until the server closes it, or a stream starts (101, or
+    text/event-stream: its body is not read). With `half_close` the client then sends EOF, as
+    one that has said all it will. `closed` tells whether the server closed the connection
+    (a wait of `timeout` seconds for more ends it too); an answer that is no HTTP response
+    raises http.client's error."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        try:
+            connection.sendall(data)
+            if half_close:
+                connection.shutdown(socket.SHUT_WR)
+        except OSError:  # the server answered and closed before it had read everything
+            pass
+        reader, responses = KeepOpen(connection.makefile("rb")), []
+        try:
+            while reader.peek(1):
+                response = http.client.HTTPResponse(reader, method=method if not responses else "GET")
+                response.begin()
+                responses.append(response)
+                if response.status == 101 or response.getheader("Content-Type", "").startswith("text/event-stream"):
+                    return RawAnswer(responses, False)
+                response.body = response.read()
+                if response.will_close:  # what may follow is no answer (gunicorn's error page to a HEAD)
+                    while reader.read(65536):
+                        pass
+        except TimeoutError:
+            return RawAnswer(responses, False)
+        except ConnectionResetError:  # closed with bytes of ours unread: closed all the same
+            pass
+        return RawAnswer(responses, True)
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@ import datetime
 
 import pytest
 
+from conftest import dump_database
+
 AESTHETICS = {"theme": {"dark": True}, "font": {"size": 18}}
 ALLOCATION = {"id": "alloc-1", "user": "u", "project": "proj", "region": "us",
               "status": {"cloud": "RUNNING"},
@@ -107,6 +109,32 @@ def test_refresh_returns_the_stored_profile(client):
 
 def test_refresh_nobody_signed_in_is_511(client):
     assert_problem(client.get("/user/refresh"), 511)
+
+
+# Every GET route but the stream (test_stream.py), with a user that exists; ID is its id.
+GET_PATHS = ["/user", "/user/refresh", "/user/providers", "/users", "/users/ID", "/users/nobody",
+             "/.well-known/health", "/.well-known/version", "/openapi.json"]
+
+
+def test_get_paths_name_every_get_route(app):
+    routes = {rule.rule.replace("<user_id:user>", "ID") for rule in app.url_map.iter_rules()
+              if "GET" in rule.methods and rule.endpoint != "static"}
+    assert routes - {"/user/stream"} == set(GET_PATHS) - {"/users/nobody"}
+
+
+@pytest.mark.parametrize("signed_in", [True, False], ids=["signed in", "signed out"])
+@pytest.mark.parametrize("path", GET_PATHS)
+def test_head_of_every_get_route_has_its_headers_no_body_and_changes_nothing(app, client, path, signed_in):
+    path = path.replace("ID", select(client)["id"])
+    if not signed_in:
+        client.post("/user/clear")
+    before = dump_database(app)
+    head = client.head(path)
+    assert dump_database(app) == before
+    get = client.get(path)
+    assert (head.status_code, head.data) == (get.status_code, b"")
+    for name in ("Content-Type", "Content-Length"):
+        assert head.headers.get(name) == get.headers.get(name)
 
 
 def test_update_replaces_the_document_keeping_created_and_setting_updated(client):

@@ -56,6 +56,15 @@ def test_select_known_user_makes_its_stored_profile_current(client):
     assert client.get("/users").get_json() == {"iterable": [first, second]}
 
 
+@pytest.mark.parametrize("path", ["/users/%00", "/users/a%00b", "/users/%00/disconnect"])
+def test_user_id_with_nul_is_404(client, path):
+    """PostgreSQL refuses to compare text with NUL: without the route's converter, a 500."""
+    select(client, "auth0|1")
+    method = client.post if path.endswith("disconnect") else client.get
+    assert_problem(method(path), 404)
+    assert len(client.get("/users").get_json()["iterable"]) == 1
+
+
 def test_user_id_longer_than_255_is_404(client):
     assert_problem(client.get("/users/" + "x" * 256), 404)
 

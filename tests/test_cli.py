@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from conftest import RunningServer, free_port
+from conftest import RunningServer, free_port, raw_exchange
 from userservice import storage
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,6 +56,16 @@ def test_serve_workers_started_at_once_on_a_fresh_database_all_come_up(database_
     for log in logs:
         assert log.count("Booting worker") == 2
         assert "Traceback" not in log and "Worker failed to boot" not in log
+
+
+def test_serve_takes_no_script_name_or_path_info_from_clients(serve, sqlite_url):
+    """gunicorn would take them from any client on 127.0.0.1 as if a proxy had set them, and a
+    SCRIPT_NAME the path does not start with would be its 500."""
+    server = serve(sqlite_url, workers=1)
+    for header in ("SCRIPT_NAME: /elsewhere", "PATH_INFO: /users"):
+        request = "GET /user HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n\r\n" % header
+        (response,) = raw_exchange(server.port, request.encode()).responses
+        assert (response.status, response.body) == (200, b"{}")
 
 
 def wait_for_health(process, url, timeout=30):

@@ -37,6 +37,7 @@ BAD = {
     "LOG_FORMAT": "xml",
     "METRICS": "2",
     "PIECES_OS_VERSION": "twelve",
+    "BODY_TIMEOUT": "forever",
 }
 SECRETS = ("API_KEY",)
 

@@ -57,7 +57,7 @@ def test_two_apps_each_log_and_stream_only_their_own_changes(two_apps):
 
 def test_two_apps_own_every_part(two_apps):
     first, second = (parts(app) for app in two_apps)
-    for name in ("storage", "change_log", "hub", "follower", "commits", "read_cache", "profiles"):
+    for name in ("storage", "change_log", "hub", "follower", "commits", "read_cache", "profiles", "body_watchdog"):
         assert getattr(first, name) is not getattr(second, name), name
     assert first.storage.database is not second.storage.database
     assert first.storage.models.User is not second.storage.models.User

@@ -1,7 +1,11 @@
 """userservice.guards, on both backends: forged Host, foreign Origin, non-JSON bodies and
 missing or wrong API keys are refused before any view, on every state-changing endpoint
 and on the stream, and change nothing; CORS for allowed origins; hostile bodies."""
+import http.client
+import io
+import json
 import os
+import select
 import socket
 import stat
 import time
@@ -10,7 +14,8 @@ import pytest
 import requests
 import websocket
 
-from conftest import parts
+from conftest import dump_database, parts, raw_exchange
+from userservice import create_app
 
 API_KEY = "guards-key-7f3a91"
 EVIL = "http://evil.example"
@@ -76,6 +81,14 @@ def assert_problem(response, status):
 def test_forged_host_is_refused_and_changes_nothing(app, client, signed_in, endpoint, host):
     before = database_state(app)
     assert_problem(send(client, endpoint, signed_in, headers={"Host": host}), 403)
+    assert database_state(app) == before
+
+
+@pytest.mark.parametrize("host", ["", "localhost,localhost", "localhost:x", "local host", "localhost\xff"])
+def test_invalid_or_several_hosts_are_400(app, client, signed_in, host):
+    """RFC 9112 section 3.2: a Host that is no host[:port], or several (joined by commas)."""
+    before = database_state(app)
+    assert_problem(client.post("/user/clear", headers={"Host": host}), 400)
     assert database_state(app) == before
 
 
@@ -192,6 +205,16 @@ def test_body_over_the_limit_is_413_before_any_view(app, client, signed_in):
     assert database_state(app) == before
 
 
+def test_chunked_body_the_server_cannot_delimit_is_411(app, client, signed_in):
+    """A WSGI server that neither dechunks nor says it has (wsgi.input_terminated): the body
+    could not be read safely, so it is refused instead of being taken as empty."""
+    before = database_state(app)
+    response = client.post("/user/select", input_stream=io.BytesIO(b'{"user_id": "auth0|9"}'),
+                           content_type="application/json", headers={"Transfer-Encoding": "chunked"})
+    assert_problem(response, 411)
+    assert database_state(app) == before
+
+
 @pytest.mark.parametrize("body, field", [
     ('{"user_id": "a", "x": %s1%s}' % ("[" * 40, "]" * 40), "x" + ".0" * 32),
     ('{"user_id": "a", "x": %s1%s}' % ("[" * 5000, "]" * 5000), None),
@@ -271,3 +294,116 @@ def test_slow_body_does_not_hold_up_other_clients(database_url, serve):
     finally:
         slow.close()
     assert len(requests.get(server.url + "/users", timeout=5).json()["iterable"]) == 20
+
+
+# --- real servers: Host, and bodies in every framing ----------------------------------------
+
+LIMIT = 1000  # MAX_CONTENT_LENGTH of the servers below
+
+
+@pytest.fixture(params=["gevent"])
+def small_bodies(request, database_url, serve):
+    """A server with a small body limit and a short body timeout, and its database's rows."""
+    server = serve(database_url, args=("--worker-class", request.param),
+                   extra_env={"USERSERVICE_MAX_CONTENT_LENGTH": str(LIMIT), "USERSERVICE_BODY_TIMEOUT": "1"})
+    observer = create_app({"DATABASE_URL": database_url, "MIGRATE_ON_START": False})
+    yield server, lambda: dump_database(observer)
+    parts(observer).close()
+
+
+def request_bytes(server, body, framing):
+    """POST /user/select with `body`, framed by Content-Length or in chunks of 300 bytes."""
+    head = b"POST /user/select HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n" % server.port
+    if framing == "length":
+        return head + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    chunks = [body[start:start + 300] for start in range(0, len(body), 300)]
+    return head + b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(
+        b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks) + b"0\r\n\r\n"
+
+
+def padded(size):
+    """A valid select body of exactly `size` bytes: JSON, then spaces (still valid JSON)."""
+    body = json.dumps({"user_id": "auth0|padded"}).encode()
+    return body + b" " * (size - len(body))
+
+
+def only_answer(answer, status):
+    (response,) = answer.responses
+    assert (response.status, response.getheader("Content-Type")) == (status, "application/problem+json"), \
+        response.body
+    assert json.loads(response.body)["status"] == status
+    return response
+
+
+def test_missing_host_on_http_1_1_is_400_and_http_1_0_needs_none(small_bodies):
+    server, rows = small_bodies
+    before = rows()
+    only_answer(raw_exchange(server.port, b"POST /user/clear HTTP/1.1\r\n\r\n"), 400)
+    assert rows() == before
+    (response,) = raw_exchange(server.port, b"GET /user HTTP/1.0\r\n\r\n").responses
+    assert response.status == 200
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_body_over_the_limit_is_413_in_every_framing_and_changes_nothing(small_bodies, framing):
+    """The first LIMIT bytes are a valid body: read only that far, it would be accepted."""
+    server, rows = small_bodies
+    before = rows()
+    for size in (LIMIT + 1, 3 * LIMIT):
+        only_answer(raw_exchange(server.port, request_bytes(server, padded(size), framing)), 413)
+    assert rows() == before
+    (response,) = raw_exchange(server.port, request_bytes(server, padded(LIMIT), framing)).responses
+    assert response.status == 200, response.body
+    assert "Traceback" not in server.output()
+
+
+MALFORMED_CHUNKS = {
+    "size not hex": b"zz\r\n{}\r\n0\r\n\r\n",
+    "negative size": b"-2\r\n{}\r\n0\r\n\r\n",
+    "data longer than its size": b"2\r\n{} \r\n0\r\n\r\n",
+    "no line end after data": b"2\r\n{}0\r\n\r\n",
+    "bad extension": b"2;\x01\r\n{}\r\n0\r\n\r\n",
+    "bad trailer": b"2\r\n{}\r\n0\r\nno colon\r\n\r\n",
+    "ends mid-chunk": b"10\r\n{}",
+    "no last chunk": b"2\r\n{}\r\n",
+}
+
+
+def test_malformed_chunked_framing_is_400_problem_never_500(small_bodies):
+    server, rows = small_bodies
+    before = rows()
+    for name, framing in MALFORMED_CHUNKS.items():
+        data = (b"POST /user/select HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n" + framing)
+        answer = raw_exchange(server.port, data)
+        assert [response.status for response in answer.responses] == [400], name
+        only_answer(answer, 400)
+        assert answer.closed, name
+    assert rows() == before
+    assert "Traceback" not in server.output()
+
+
+@pytest.mark.parametrize("small_bodies, framing, trickle", [
+    ("gevent", "length", False), ("gevent", "length", True), ("gevent", "chunked", False),
+    ("gevent", "chunked", True), ("gthread", "length", True),
+], indirect=["small_bodies"], ids=lambda value: {False: "stalled", True: "trickling"}.get(value, value))
+def test_body_not_complete_within_body_timeout_is_408_and_the_connection_closed(small_bodies, framing, trickle):
+    """A byte every 0.2 s must not keep the read alive: the timeout is for the whole body
+    (BODY_TIMEOUT=1 here), not for each read; other clients are answered meanwhile."""
+    server, rows = small_bodies
+    before = rows()
+    data = request_bytes(server, padded(LIMIT), framing)
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
+        slow.sendall(data[:len(data) - LIMIT // 2])
+        while not select.select([slow], [], [], 0.2)[0]:  # until the server answers
+            assert time.monotonic() - started < 3, "no answer in 3 s"
+            assert requests.get(server.url + "/user", timeout=2).status_code == 200
+            if trickle:
+                slow.sendall(b" ")
+        response = http.client.HTTPResponse(slow)
+        response.begin()
+        assert (response.status, response.getheader("Content-Type")) == (408, "application/problem+json")
+        assert json.loads(response.read())["status"] == 408
+        assert slow.recv(1) == b""  # closed
+    assert rows() == before

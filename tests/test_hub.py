@@ -59,3 +59,25 @@ def test_hub_close_ends_watchers():
     watcher = subscribers.watch(limit=10)
     subscribers.close()
     assert watcher.next(5) is hub.CLOSED
+
+
+def test_hub_at_the_limit_frees_subscribers_whose_clients_have_gone():
+    subscribers = hub.Hub()
+    subscribers.publish(0, "null")
+    clients = {"gone": True, "there": False}
+    gone = subscribers.subscribe(1, limit=2, peer_gone=lambda: clients["gone"])
+    there = subscribers.subscribe(1, limit=2, peer_gone=lambda: clients["there"])
+    newcomer = subscribers.subscribe(1, limit=2)
+    assert gone.next(0) is hub.GONE
+    assert subscribers.subscribers == {there, newcomer}
+    with pytest.raises(ServiceUnavailable):  # the living are never dropped
+        subscribers.subscribe(1, limit=2)
+    assert there.next(0) is None and subscribers.subscribers == {there, newcomer}
+
+
+def test_hub_below_the_limit_asks_no_client():
+    subscribers = hub.Hub()
+    subscribers.publish(0, "null")
+    subscribers.subscribe(1, limit=3, peer_gone=lambda: pytest.fail("asked below the limit"))
+    subscribers.subscribe(1, limit=3)
+    subscribers.check_room(limit=3)

@@ -46,22 +46,22 @@ def test_every_route_is_documented_with_its_methods(served):
 
 
 @pytest.mark.parametrize("path, method, statuses", [
-    ("/user", "get", {"200", "403"}),
-    ("/user/select", "post", {"200", "400", "403", "409", "413", "415"}),
-    ("/user/clear", "post", {"204", "403"}),
-    ("/user/refresh", "get", {"200", "403", "511"}),
-    ("/user/update", "post", {"200", "400", "403", "404", "409", "413", "415"}),
-    ("/user/beta/status", "post", {"200", "400", "403", "413", "415", "511"}),
-    ("/user/update/vanity", "post", {"200", "400", "403", "404", "409", "413", "415", "511"}),
-    ("/users/authenticate/from_token", "post", {"200", "400", "403", "409", "413", "415", "501", "503"}),
-    ("/users/{user}", "get", {"200", "403", "404"}),
-    ("/users/{user}/disconnect", "post", {"200", "403", "404"}),
-    ("/users/{user}/select", "post", {"200", "403", "404"}),
-    ("/user/stream", "get", {"101", "200", "403", "503"}),
-    ("/os/sign_in", "post", {"200", "403", "511"}),
-    ("/os/sign_out", "post", {"200", "403"}),
-    ("/allocations/connect", "post", {"200", "400", "403", "413", "415", "511"}),
-    ("/.well-known/stream/health", "get", {"101", "200", "403", "503"}),
+    ("/user", "get", {"200", "400", "403"}),
+    ("/user/select", "post", {"200", "400", "403", "408", "409", "413", "415"}),
+    ("/user/clear", "post", {"204", "400", "403"}),
+    ("/user/refresh", "get", {"200", "400", "403", "511"}),
+    ("/user/update", "post", {"200", "400", "403", "404", "408", "409", "413", "415"}),
+    ("/user/beta/status", "post", {"200", "400", "403", "408", "413", "415", "511"}),
+    ("/user/update/vanity", "post", {"200", "400", "403", "404", "408", "409", "413", "415", "511"}),
+    ("/users/authenticate/from_token", "post", {"200", "400", "403", "408", "409", "413", "415", "501", "503"}),
+    ("/users/{user}", "get", {"200", "400", "403", "404"}),
+    ("/users/{user}/disconnect", "post", {"200", "400", "403", "404"}),
+    ("/users/{user}/select", "post", {"200", "400", "403", "404"}),
+    ("/user/stream", "get", {"101", "200", "400", "403", "426", "503"}),
+    ("/os/sign_in", "post", {"200", "400", "403", "511"}),
+    ("/os/sign_out", "post", {"200", "400", "403"}),
+    ("/allocations/connect", "post", {"200", "400", "403", "408", "413", "415", "511"}),
+    ("/.well-known/stream/health", "get", {"101", "200", "400", "403", "503"}),
 ])
 def test_documented_statuses(served, path, method, statuses):
     keyed, _app, document = served

@@ -244,7 +244,11 @@ def test_stream_sse_resume_at_the_latest_id_sends_nothing_until_a_change(client,
     assert reader.next_event()[0] == last_seq(app)
 
 
-@pytest.mark.parametrize("last_event_id", ["not-a-number", "999999", ""])
+@pytest.mark.parametrize("last_event_id", [
+    "not-a-number", "999999", "", "-1", "1.5", "0x1", "1 2",
+    "\xb2", "\xb9\xb2", "2\xb3",  # superscript digits: str.isdigit() says yes, int() says no
+    "9" * 19, "9" * 20, "9" * 5000,  # beyond the int64 seq column; beyond int()'s digit limit
+])
 def test_stream_sse_unusable_last_event_id_starts_from_current_state(client, app, open_stream, last_event_id):
     make_changes(client, 2)
     seq, data = open_stream(**{"Last-Event-ID": last_event_id}).next_event()
@@ -276,6 +280,36 @@ def test_stream_sse_resume_of_a_recent_id_survives_pruning(short_log, client, ap
 @pytest.fixture
 def two_streams_at_most(app_config):
     app_config.update(STREAM_MAX_SUBSCRIBERS=2)
+
+
+@pytest.mark.parametrize("upgrade", [{}, {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                                          "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}],
+                         ids=["sse", "websocket"])
+def test_stream_head_has_the_get_headers_and_holds_no_slot(two_streams_at_most, client, app, open_stream, upgrade):
+    for _ in range(3):
+        head = client.head("/user/stream", headers=upgrade)
+        assert (head.status_code, head.data) == (200, b"")
+        assert not parts(app).hub.subscribers
+    first, _second = open_stream(), open_stream()
+    for name in ("Content-Type", "Cache-Control", "X-Accel-Buffering"):
+        assert head.headers[name] == first.response.headers[name]
+    assert "Content-Length" not in head.headers  # a stream has none, and HEAD must not claim 0
+
+
+def test_stream_head_on_a_full_server_is_503_like_get(two_streams_at_most, client, open_stream):
+    open_stream(), open_stream()
+    head = client.head("/user/stream")
+    assert head.status_code == 503 and int(head.headers["Retry-After"]) > 0
+
+
+def test_stream_other_methods_subscribe_to_nothing(two_streams_at_most, client, app, open_stream):
+    """On a full server too: OPTIONS answers what the path allows, POST is 405, not 503."""
+    open_stream(), open_stream()
+    subscribers = set(parts(app).hub.subscribers)
+    options = client.options("/user/stream")
+    assert options.status_code == 200 and {"GET", "HEAD"} <= set(options.headers["Allow"].split(", "))
+    assert client.post("/user/stream").status_code == 405
+    assert parts(app).hub.subscribers == subscribers
 
 
 def test_stream_beyond_the_limit_is_503_with_retry_after(two_streams_at_most, client, open_stream):

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import threading
 import time
 
@@ -14,6 +15,7 @@ import requests
 import websocket
 from pieces_os_client.models.user_profile import UserProfile
 
+from conftest import KeepOpen, assert_stream_slots_free, raw_exchange, worker_of, worker_pids
 from userservice import storage
 
 WAIT_SECONDS = 15
@@ -115,32 +117,6 @@ class SdkSubscriber(Subscriber):
 
 
 # --- the server's processes ----------------------------------------------------------------
-
-
-def worker_pids(server):
-    with open("/proc/%d/task/%d/children" % (server.process.pid, server.process.pid)) as children:
-        return [int(pid) for pid in children.read().split()]
-
-
-def socket_inodes(pid):
-    inodes = set()
-    for fd in os.listdir("/proc/%d/fd" % pid):
-        try:
-            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
-        except FileNotFoundError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
-    return inodes
-
-
-def worker_of(server, client_port):
-    """The pid of the worker holding the server side of the connection from client_port."""
-    with open("/proc/net/tcp") as table:
-        rows = [line.split() for line in table.readlines()[1:]]
-    inode = next(row[9] for row in rows
-                 if int(row[1].split(":")[1], 16) == server.port and int(row[2].split(":")[1], 16) == client_port)
-    return next(pid for pid in worker_pids(server) if inode in socket_inodes(pid))
 
 
 def usage(pid):
@@ -311,9 +287,13 @@ def test_stream_websocket_ignores_what_clients_send(serve, database_url, closing
     assert not subscriber.ended.is_set()
 
 
-def raw_websocket(server, path="/user/stream"):
+def raw_websocket(server, receive_buffer=None, path="/user/stream"):
     """A WebSocket that never answers pings: a peer that has gone without closing."""
-    connection = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_SECONDS)
+    connection = socket.socket()
+    if receive_buffer:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    connection.settimeout(WAIT_SECONDS)
+    connection.connect(("127.0.0.1", server.port))
     connection.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
                         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                         "Sec-WebSocket-Version: 13\r\n\r\n" % (path, server.port)).encode())
@@ -342,6 +322,33 @@ def test_stream_websocket_pings_and_drops_a_peer_that_does_not_answer(serve, dat
         while (frame := read_frame(reader)) is not None and frame[0] != 0x8:
             opcodes.append(frame[0])
     assert opcodes[0] == 0x1 and 0x9 in opcodes  # the state, then pings, then a close
+
+
+HANDSHAKE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+             "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+
+
+HANDSHAKES_THAT_CANNOT_COMPLETE = [  # version, header left out, headers replaced, status
+    ("HTTP/1.1", "Sec-WebSocket-Key", {}, 400),
+    ("HTTP/1.1", "Sec-WebSocket-Version", {}, 400),
+    ("HTTP/1.1", None, {"Sec-WebSocket-Version": "8"}, 426),
+    ("HTTP/1.1", None, {"Sec-WebSocket-Version": "13, 13"}, 426),
+    ("HTTP/1.0", "Host", {}, 400),
+]
+
+
+def test_stream_websocket_handshake_that_cannot_complete_is_4xx(serve, database_url):
+    server = serve(database_url, workers=1, extra_env={"USERSERVICE_STREAM_MAX_SUBSCRIBERS": "1"})
+    for version, left_out, replaced, status in HANDSHAKES_THAT_CANNOT_COMPLETE:
+        headers = {"Host": "127.0.0.1", **HANDSHAKE, **replaced}
+        headers.pop(left_out, None)
+        data = "GET /user/stream %s\r\n%s\r\n" % (version, "".join("%s: %s\r\n" % item for item in headers.items()))
+        (response,) = raw_exchange(server.port, data.encode()).responses
+        assert (response.status, response.getheader("Content-Type")) == (status, "application/problem+json"), data
+        if status == 426:
+            assert response.getheader("Sec-WebSocket-Version") == "13"
+    assert_stream_slots_free(server, 1)  # no refused handshake kept its slot
+    assert "Traceback" not in server.stop()
 
 
 def test_stream_websocket_negotiates_no_compression(serve, database_url):
@@ -411,6 +418,112 @@ def settled_usage(pid, done, stable_for=2):
     return readings[-1]
 
 
+def test_stream_head_holds_no_slot(serve, database_url):
+    """HEADs on a connection kept open (so no check of gone clients could free a slot they
+    took), plain and with WebSocket upgrade headers: afterwards every slot still opens."""
+    server = serve(database_url, workers=1, extra_env={"USERSERVICE_STREAM_MAX_SUBSCRIBERS": "2"})
+    head = b"HEAD /user/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    upgrade = (b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_SECONDS) as kept:
+        reader = kept.makefile("rb")
+        for extra in (b"", upgrade, b"", upgrade):
+            kept.sendall(head + extra + b"\r\n")
+            response = http.client.HTTPResponse(KeepOpen(reader), method="HEAD")
+            response.begin()
+            assert (response.status, response.getheader("Content-Type")) == (200, "text/event-stream; charset=utf-8")
+        kept.sendall(b"GET /.well-known/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        response = http.client.HTTPResponse(KeepOpen(reader))
+        response.begin()
+        assert response.read() == b"ok"  # so no HEAD sent a body
+        assert_stream_slots_free(server, 2)
+    assert "Traceback" not in server.output()
+
+
+def drop(connection, how):
+    """Leave as a client does: reset (a crash, or closed with data unread), closed, or by
+    closing its sending side only (the server's reader sees the end and closes the socket)."""
+    if how == "reset":
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    if how == "shutdown":
+        connection.shutdown(socket.SHUT_WR)
+    else:
+        connection.close()
+
+
+def test_stream_websockets_dropped_during_a_delivery_log_no_error_and_free_their_slots(serve, database_url):
+    """Clients that read nothing (small buffers) leave while the server is blocked writing to
+    them: a departure breaks a write mid-frame, which must end the stream quietly."""
+    server = serve(database_url, extra_env={"USERSERVICE_STREAM_MAX_SUBSCRIBERS": "40"})  # room for 50 on 2
+    profile = post(server, "/user/select", {"user_id": "auth0|drop"})
+    sockets = []
+    for _ in range(50):
+        connection, reader = raw_websocket(server, receive_buffer=4096)
+        assert read_frame(reader)[0] == 0x1
+        reader.close()  # else it keeps the socket open
+        sockets.append(connection)
+    for number in range(40):  # 40 x 16 KB: more than either side's buffers hold
+        post(server, "/user/update", {**profile, "name": "%d-%s" % (number, "n" * 16000)})
+    for number, connection in enumerate(sockets):
+        drop(connection, ("reset", "close", "shutdown")[number % 3])
+    post(server, "/user/update", {**profile, "name": "after"})
+    assert_stream_slots_free(server, 40)
+    output = server.stop()
+    for connection in sockets:
+        connection.close()
+    print(output); assert "Traceback" not in output and "[ERROR]" not in output, output[-3000:]
+
+
+def test_stream_websocket_closed_while_a_write_waits_ends_quietly(serve, database_url):
+    """Clients that read nothing until the server's writes to them wait for room (4 MB of
+    kernel buffers), then leave: the write fails, or the connection's reader closes the
+    socket under it, and no error answer may be written to that socket afterwards."""
+    server = serve(database_url, workers=1, extra_env={"USERSERVICE_STREAM_MAX_SUBSCRIBERS": "4"})
+    profile = post(server, "/user/select", {"user_id": "auth0|stuck"})
+    sockets = []
+    for _ in range(4):
+        connection, reader = raw_websocket(server, receive_buffer=4096)
+        read_frame(reader)
+        reader.close()
+        sockets.append(connection)
+    for number in range(160):  # 160 x 32 KB
+        post(server, "/user/update", {**profile, "picture": "p" * 16000, "name": "%d-%s" % (number, "n" * 16000)})
+    for connection, how in zip(sockets, ("shutdown", "shutdown", "reset", "close")):
+        drop(connection, how)
+    assert_stream_slots_free(server, 4)
+    output = server.stop()
+    for connection in sockets:
+        connection.close()
+    assert "Traceback" not in output and "[ERROR]" not in output, output[-3000:]
+
+
+@pytest.mark.parametrize("kind", [EventSubscriber, WebSocketSubscriber], ids=["sse", "websocket"])
+def test_stream_clients_gone_do_not_keep_a_full_server_from_newcomers(serve, database_url, closing, kind):
+    """A closed Server-Sent Events client is otherwise noticed at its next heartbeat (15 s), a
+    WebSocket at its handler's next look (1 s): the newcomer comes at once."""
+    server = serve(database_url, workers=1, extra_env={"USERSERVICE_STREAM_MAX_SUBSCRIBERS": "2"})
+    for subscriber in (kind(server), kind(server)):
+        subscriber.wait_for(1)
+        subscriber.close()
+    newcomer = kind(server)
+    closing.append(newcomer)
+    assert newcomer.wait_for(1) == ["null"]
+
+
+def test_stream_websocket_handshake_left_at_once_logs_no_error(serve, database_url):
+    server = serve(database_url, workers=1)
+    for number in range(30):
+        connection = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_SECONDS)
+        connection.sendall(("GET /user/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                            "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        drop(connection, "reset" if number % 2 else "close")
+    assert requests.get(server.url + "/.well-known/health", timeout=WAIT_SECONDS).ok
+    time.sleep(1)
+    output = server.stop()
+    print(output); assert "Traceback" not in output and "[ERROR]" not in output, output[-3000:]
+
+
 # --- shutdown ------------------------------------------------------------------------------
 
 
@@ -454,7 +567,7 @@ def test_stream_websocket_lagging_subscriber_is_sent_the_latest_state(serve, dat
 @pytest.mark.parametrize("path, first", [("/user/stream", b"null"), ("/.well-known/stream/health", b"ok")])
 def test_stream_websocket_shutdown_closes_with_going_away(serve, database_url, path, first):
     server = serve(database_url, workers=1)
-    connection, reader = raw_websocket(server, path)
+    connection, reader = raw_websocket(server, path=path)
     with connection:
         assert read_frame(reader) == (0x1, first)
         server.process.send_signal(signal.SIGTERM)

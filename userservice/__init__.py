@@ -26,6 +26,7 @@ def init_app(app, url_prefix=None):
     logs.init_app(app)
     service = extension.init_app(app, metrics.for_config(app.config))
     stream.init_app(app)
+    users.init_app(app)
     errors.init_app(app)
     wellknown.init_app(app)
     blueprints = [user.bp, users.bp, os_api.bp, allocations.bp, stream.bp, wellknown.bp, openapi.bp, pages.bp]

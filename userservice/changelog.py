@@ -241,7 +241,7 @@ class Follower:
     def wake(self):
         self.wakeup.set()
 
-    def subscribe(self, size, limit):
+    def subscribe(self, size, limit, peer_gone):
         """A new subscription that starts from everything committed before this call: a
         subscriber that connects after a write was acknowledged, by any process, starts with it."""
         self.ensure_started()
@@ -250,7 +250,7 @@ class Follower:
         if not self.hub.wait_until(committed, CATCH_UP_SECONDS):
             raise ServiceUnavailable("The change feed is not following the database; try again "
                                      "shortly.", RETRY_SECONDS)
-        return self.hub.subscribe(size, limit)
+        return self.hub.subscribe(size, limit, peer_gone)
 
     def watch(self, limit):
         """A stream fed no changes (hub.watch). The follower is started all the same: stopping

@@ -106,7 +106,7 @@ SETTINGS = {
     "OIDC_JWKS": Setting(None, "the path of a JWKS file, or an https:// URL", optional(jwks_source)),
     "OIDC_ISSUER": Setting(None, "a non-empty string", optional(text_matching(r".+"))),
     "OIDC_AUDIENCE": Setting(None, "a non-empty string", optional(text_matching(r".+"))),
-    "MAX_CONTENT_LENGTH": Setting(256 * 1024, *integer(1024, 64 * 1024 * 1024)),
+    "MAX_CONTENT_LENGTH": Setting(256 * 1024, *integer(64, 64 * 1024 * 1024)),
     "MAX_JSON_DEPTH": Setting(32, *integer(2, 500)),
     "MAX_JSON_STRING": Setting(64 * 1024, *integer(16, 64 * 1024 * 1024)),
     "STREAM_PING_INTERVAL": Setting(25, *number(0.05, 3600)),
@@ -123,6 +123,7 @@ SETTINGS = {
     "ACCESS_LOG": Setting(False, "true or false", boolean),
     "LOG_FORMAT": Setting("text", "text or json", text_matching(r"text|json")),
     "METRICS": Setting(True, "true or false", boolean),
+    "BODY_TIMEOUT": Setting(30, *number(0.05, 3600)),
     # What GET /.well-known/version answers: the PiecesOS version whose API clients may expect
     # here (pieces-cli 1.20.1 and the Sublime and Neovim plugins accept 12.x only; see
     # api/wellknown.py), in the form the SDK wrapper's VersionChecker parses: anything else

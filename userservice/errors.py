@@ -5,8 +5,10 @@ import traceback
 
 from flask import current_app, g, json, request
 from marshmallow import ValidationError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError
+from wsproto.utilities import RemoteProtocolError
 
+from . import peers
 from .guards import API_KEY_HEADER, API_KEY_PARAMETER
 from .problems import Problem, ServiceUnavailable
 from .storage import UNAVAILABLE_ERRORS, is_unavailable
@@ -61,6 +63,16 @@ def handle_validation_error(error):
     return problem_response(from_validation_error(error))
 
 
+def handle_websocket_handshake_error(error):
+    """A WebSocket handshake that wsproto (under simple-websocket) cannot complete is the
+    client's error, answered as wsproto suggests: 426 naming the version it speaks, or 400."""
+    hint = error.event_hint
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in getattr(hint, "headers", ())}
+    return problem_response(Problem(getattr(hint, "status_code", 400),
+                                    "Not a WebSocket handshake this server can complete: %s." % error,
+                                    headers=headers))
+
+
 def handle_database_error(error):
     """Out of reach or out of connections: the client may retry, nothing was written."""
     if not is_unavailable(error):
@@ -105,7 +117,14 @@ def redact(text, secrets):
 def handle_unexpected(error):
     """Log the failure server-side, secrets blanked out; the client learns nothing about the
     internals. Exception messages may quote values (a driver echoing a row, say), so the
-    traceback is formatted here and redacted before it reaches any handler."""
+    traceback is formatted here and redacted before it reaches any handler.
+
+    A socket error while the client has gone (a WebSocket handshake it left, say) is no
+    failure: one line says so, and the answer nobody reads is a 400, as Werkzeug's
+    ClientDisconnected is."""
+    if isinstance(error, OSError) and peers.gone(peers.connection(request.environ)):
+        log.info("the client went away during %s %s: %s", request.method, request.path, error)
+        return problem_response(BadRequest("The client closed the connection."))
     trace = "".join(traceback.format_exception(error))
     log.error("unhandled error on %s %s\n%s", request.method, request.path,
               redact(trace, request_secrets()))
@@ -129,6 +148,7 @@ def init_app(app):
     logging.getLogger("peewee").addFilter(QUERY_FILTER)  # a no-op when already added
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(ValidationError, handle_validation_error)
+    app.register_error_handler(RemoteProtocolError, handle_websocket_handshake_error)
     for error_class in UNAVAILABLE_ERRORS:
         app.register_error_handler(error_class, handle_database_error)
     app.register_error_handler(Exception, handle_unexpected)

@@ -2,10 +2,12 @@
 
 Two apps in one process (an embedding site with two mounts, a test with two databases)
 share none of it: not the database binding and pool, the commit counter, the read cache,
-the group commit, the change-log follower and hub, nor the keys tokens are checked with.
+the group commit, the change-log follower and hub, the keys tokens are checked with, nor
+the watchdog of slow request bodies.
 """
 from flask import current_app
 
+from .body_reader import Watchdog
 from .changelog import ChangeLog, Follower
 from .commits import GroupCommit
 from .hub import Hub
@@ -32,6 +34,7 @@ class UserService:
         self.profiles = Profiles(self.storage)
         self.read_cache = ReadCache(self.storage)
         self.token_keys = keys_for(config)
+        self.body_watchdog = Watchdog(config["BODY_TIMEOUT"])
         self.cloud_domain = config["CLOUD_DOMAIN"]  # vanity URLs are https://<vanityname>.<this>
         self.migrations_current = False  # set by the readiness check once they are
 
@@ -42,6 +45,7 @@ class UserService:
 
     def close(self):
         """Stop the follower, then close the pool it reads through."""
+        self.body_watchdog.close()
         self.follower.close()
         self.storage.close()
 

@@ -1,4 +1,4 @@
-"""The checks every request passes before any view runs: Host, Origin, API key, body type.
+"""The checks every request passes before any view runs: Host, Origin, API key, body.
 
 A service on localhost can be reached by any web page its user opens. A page may rebind
 its own name to 127.0.0.1 (refused by the Host check), send simple cross-site requests
@@ -9,6 +9,8 @@ import hmac
 
 from flask import current_app, request
 
+from . import extension
+from .body_reader import read_body
 from .pages import OPEN_ENDPOINTS as PAGES
 from .problems import NotJson, Problem
 
@@ -41,7 +43,16 @@ def host_name(host):
 
 
 def check_host():
-    """DNS rebinding: a page whose name now points at us still sends its own name as Host."""
+    """DNS rebinding: a page whose name now points at us still sends its own name as Host.
+
+    RFC 9112 section 3.2: an HTTP/1.1 request without a Host, or with several or an invalid
+    one, is a bad request (HTTP/1.0 has no Host: the server's own address stands for it).
+    """
+    if "HTTP_HOST" not in request.environ:
+        if request.environ.get("SERVER_PROTOCOL") != "HTTP/1.0":
+            raise Problem(400, "An HTTP/1.1 request must name the host it is for in a Host header.")
+    elif not request.host:  # Werkzeug's answer for a value that is no host[:port]
+        raise Problem(400, "The Host header must be one host name or address, with an optional port.")
     allowed = setting("ALLOWED_HOSTS")
     if "*" not in allowed and host_name(request.host) not in allowed:
         raise Problem(403, "This host name is not served here; a deployment lists its names in "
@@ -116,7 +127,8 @@ def has_body():
 
 
 def check_body():
-    """Bodies are JSON only: forms and text/plain are what a page can send without asking."""
+    """Bodies are JSON only: forms and text/plain are what a page can send without asking.
+    A body is then read whole here, within its limits of size and time (body_reader.py)."""
     if not has_body():
         return
     limit = current_app.config["MAX_CONTENT_LENGTH"]
@@ -124,6 +136,7 @@ def check_body():
         raise Problem(413, "The request body is larger than %d bytes." % limit)
     if not request.is_json:
         raise NotJson()
+    read_body(request, limit, extension.current().body_watchdog)
 
 
 def serves():

@@ -5,12 +5,21 @@ a bounded queue: one that falls behind is marked lagging instead of blocking the
 the follower, and its handler decides what it is told instead (see api/stream.py).
 """
 import collections
+import logging
 import threading
 
 from .problems import ServiceUnavailable
 
+log = logging.getLogger(__name__)
+
 CLOSED = object()  # what `Subscription.next` returns once the hub has shut down
+GONE = object()  # what `Subscription.next` returns once the subscriber's client was found gone
 RETRY_SECONDS = 5  # what a refused subscriber is told to wait
+
+
+def never_gone():
+    """The peer check of a subscriber whose connection cannot be asked (in-process clients)."""
+    return False
 
 
 class Event(collections.namedtuple("Event", "seq state")):
@@ -27,15 +36,18 @@ class Subscription:
     """One subscriber's view of the feed: the state it started from, then changes in order.
 
     Exactly one handler consumes it; the hub's publishing thread produces into it.
+    `peer_gone` tells whether its client has gone (see peers.py).
     """
 
-    def __init__(self, seq, state, size):
+    def __init__(self, seq, state, size, peer_gone=never_gone):
         self.seq, self.state = seq, state  # the starting point
         self.size = size
+        self.peer_gone = peer_gone
         self.events = collections.deque()
         self.arrived = threading.Event()
         self.lagging = False  # set once a change did not fit: the subscriber has missed it
         self.closed = False
+        self.dropped = False  # set once its client was found gone
 
     def offer(self, event):
         if len(self.events) >= self.size:
@@ -48,12 +60,18 @@ class Subscription:
         self.closed = True
         self.arrived.set()
 
+    def drop(self):
+        self.dropped = True
+        self.arrived.set()
+
     def next(self, timeout):
         """The next Event, None after `timeout` seconds without one (or once
-        lagging), CLOSED when the hub has shut down."""
-        if not (self.events or self.closed or self.lagging):
+        lagging), CLOSED when the hub has shut down, GONE once the client was found gone."""
+        if not (self.events or self.closed or self.lagging or self.dropped):
             self.arrived.wait(timeout)
             self.arrived.clear()  # an offer racing this clear has already appended its event
+        if self.dropped:
+            return GONE
         if self.closed:
             return CLOSED
         return self.events.popleft() if self.events else None
@@ -92,35 +110,60 @@ class Hub:
             return self.moved.wait_for(lambda: self.latest is not None and self.latest[0] >= seq,
                                        timeout)
 
-    def admit(self, limit):
-        """Refuse a new stream while closed or at the limit (called holding the lock)."""
+    def subscribe(self, size, limit, peer_gone=never_gone):
+        self.make_room(limit)
+        with self.lock:
+            self.refuse_when_full(limit)
+            subscription = Subscription(*self.latest, size, peer_gone)
+            self.subscribers.add(subscription)
+            return subscription
+
+    def check_room(self, limit):
+        """Raise what `subscribe` would raise now, without subscribing (HEAD asks this)."""
+        self.make_room(limit)
+        with self.lock:
+            self.refuse_when_full(limit)
+
+    def watch(self, limit):
+        """A stream that is fed no changes: it counts against the limit and ends, like every
+        subscription, when the hub closes (`next` then returns CLOSED)."""
+        self.make_room(limit)
+        with self.lock:
+            self.refuse_when_full(limit)
+            watcher = Subscription(None, None, 0)
+            self.watchers.add(watcher)
+            return watcher
+
+    def refuse_when_full(self, limit):
+        """With the lock held: 503 when shutting down or at the limit."""
         if self.closed:
             raise ServiceUnavailable("This server is shutting down; connect again.", RETRY_SECONDS)
         if len(self.subscribers) + len(self.watchers) >= limit:
             raise ServiceUnavailable("This server holds as many streams as it may; try again "
                                      "shortly.", RETRY_SECONDS)
 
-    def subscribe(self, size, limit):
+    def make_room(self, limit):
+        """At the limit, free the slots of subscribers whose clients have gone (a closed
+        Server-Sent Events client is otherwise noticed only when a write fails), so a full
+        server never turns a newcomer away for the dead. Their handlers are woken to end.
+        The peers are asked outside the lock: publishing goes on meanwhile."""
         with self.lock:
-            self.admit(limit)
-            subscription = Subscription(*self.latest, size)
-            self.subscribers.add(subscription)
-            return subscription
-
-    def watch(self, limit):
-        """A stream that is fed no changes: it counts against the limit and ends, like every
-        subscription, when the hub closes (`next` then returns CLOSED)."""
+            if len(self.subscribers) + len(self.watchers) < limit:
+                return
+            subscribers = list(self.subscribers)
+        gone = [subscription for subscription in subscribers if subscription.peer_gone()]
         with self.lock:
-            self.admit(limit)
-            watcher = Subscription(None, None, 0)
-            self.watchers.add(watcher)
-            return watcher
+            for subscription in gone:
+                self.subscribers.discard(subscription)
+                subscription.drop()
+        if gone:
+            log.info("freed %d stream slots whose clients had gone", len(gone))
 
     def resubscribe(self, subscription):
         """A fresh subscription from the latest state, for a subscriber that fell behind."""
         with self.lock:
             self.subscribers.discard(subscription)
-            fresh = Subscription(*self.latest, subscription.size)
+            fresh = Subscription(*self.latest, subscription.size, subscription.peer_gone)
             if self.closed:
                 fresh.end()
             else:

@@ -56,22 +56,25 @@ IDENTIFIES_SOMEONE = {"anyOf": [
 ]}
 
 STATUS_MEANINGS = {
-    400: "The body is not valid JSON, nests too deep, holds an over-long string, NUL or an "
+    400: "An HTTP/1.1 request without a Host (or with several, or an invalid one); or a body that "
+         "is badly framed, not valid JSON, nests too deep, holds an over-long string, NUL or an "
          "unpaired surrogate, or fails the schema; `invalid-params` names each field.",
     401: "The API key is missing or wrong (only when the server is configured with one); "
          "for from_token: the id_token failed verification.",
     403: "The Host is not one this server answers to (DNS rebinding), or the Origin is not allowed.",
     404: "No such user on this device (for update/vanity: the user has no cloud allocation yet).",
     409: "The username, vanity name or vanity URL is already taken by another user.",
+    408: "The request body did not arrive within BODY_TIMEOUT seconds; the connection is closed.",
     413: "The request body is larger than the server accepts.",
     415: "The request body is not sent as Content-Type: application/json.",
+    426: "WebSocket: a Sec-WebSocket-Version other than 13 (named in the answer's header).",
     501: "Token sign-in is not configured on this server.",
     503: "The server cannot take this now (stream limit, or the JWKS could not be read); see Retry-After.",
     511: "Nobody is signed in on this device, or the user named is not the signed-in user "
          "(for /os/sign_in: nobody has signed in here yet; the detail says how to).",
 }
-GUARDED = (401, 403)
-WITH_BODY = (400, 413, 415)
+GUARDED = (400, 401, 403)  # Host (400, 403), API key (401), Origin (403): every operation
+WITH_BODY = (400, 408, 413, 415)
 
 STREAM_DESCRIPTION = """The current user, live. Two transports share this path and carry the same bytes:
 
@@ -138,7 +141,7 @@ def operation(operation_id, summary, request_body, success, statuses, api_key):
     responses = {str(status): {"description": "OK" if component else "No Content"}}
     if component:
         responses[str(status)]["content"] = json_content(component)
-    others = set(statuses) | {403} | ({401} if api_key else set())
+    others = set(statuses) | {400, 403} | ({401} if api_key else set())
     if request_body:
         others |= set(WITH_BODY)
     for code in sorted(others):
@@ -161,7 +164,9 @@ def stream_operation(api_key):
                                                 {"type": "null"}]}},
         "200": {"description": "Server-Sent Events: `data:` is a UserProfile as JSON, or null.",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        "400": problem_response(400),
         "403": problem_response(403),
+        "426": problem_response(426),
         "503": problem_response(503),
     }
     if api_key:
@@ -200,7 +205,7 @@ def health_stream_operation(api_key):
 
 def text_operation(operation_id, summary, api_key, guarded=True):
     responses = {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}},
-                 "403": problem_response(403)}
+                 "400": problem_response(400), "403": problem_response(403)}
     if api_key and guarded:
         responses["401"] = problem_response(401)
     return {"operationId": operation_id, "summary": summary, "responses": responses}

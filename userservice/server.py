@@ -57,6 +57,9 @@ def gunicorn_settings(config, worker_class="gevent", threads=32):
         "errorlog": "-",
         "accesslog": None,  # the app writes its own, with secrets blanked (ACCESS_LOG)
         "control_socket_disable": True,
+        # gunicorn takes SCRIPT_NAME and PATH_INFO headers from clients on 127.0.0.1 (its
+        # forwarded_allow_ips) as set by a proxy; a SCRIPT_NAME the path lacks is its 500.
+        "forwarder_headers": "",
         "logconfig_dict": logs.logging_config(config["LOG_FORMAT"]),
         "on_starting": on_starting,
         "when_ready": when_ready,

@@ -308,6 +308,14 @@ def current_profile():
     return extension.current().read_cache.current_profile()
 
 
+def profile_to_refresh():
+    """What `refresh_user` would answer now, recording nothing (HEAD /user/refresh)."""
+    document = current_profile()
+    if document == "null":
+        raise SignInRequired()
+    return document
+
+
 def get_user(user_id):
     return extension.current().read_cache.user(user_id)
 

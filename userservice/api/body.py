@@ -65,7 +65,7 @@ def number(text):
 
 def json_body(schema):
     """The request body loaded through a Marshmallow schema, or a problem naming what is wrong."""
-    raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH this raises 413
+    raw = request.get_data(cache=False)  # already read, within its limits, by the guard
     if not raw.strip():
         raise Problem(400, "A JSON request body is required.")
     if not request.is_json:

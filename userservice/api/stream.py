@@ -5,6 +5,7 @@ Both carry the same bytes: the current UserProfile as JSON, or `null` when nobod
 /.well-known/stream/health: the WebSocket PiecesOS clients hold open while the server runs.
 """
 import functools
+import re
 import socket
 import threading
 import time
@@ -12,17 +13,18 @@ import time
 from flask import Blueprint, Response, current_app, g, request
 from flask_sock import Sock
 
-from .. import extension
-from ..hub import CLOSED, Event
+from .. import extension, peers
+from ..hub import CLOSED, GONE, Event
 
 bp = Blueprint("stream", __name__)
 sock = Sock()
 
 SSE_RETRY_MS = 2000
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 WS_POLL_SECONDS = 1.0  # how soon a handler notices that its WebSocket peer has gone
 GOING_AWAY = 1001  # the WebSocket close code for a server shutting down
 MAX_CLIENT_MESSAGE = 64 * 1024  # clients send nothing; a larger message closes their WebSocket
-SERVER_SOCKETS = ("gunicorn.socket", "werkzeug.socket")  # where simple-websocket finds it
+LAST_EVENT_ID = re.compile(r"[0-9]{1,19}")  # a seq, as the int64 column holds it
 HEALTHY = "ok"  # what PiecesOS sends on its health stream, and what its clients look for
 HEALTH_STREAM = "stream.health_stream"
 
@@ -30,19 +32,28 @@ HEALTH_STREAM = "stream.health_stream"
 @bp.before_request
 def admit():
     """Subscribe before any WebSocket handshake, so a full or stopping server answers 503
-    with Retry-After instead of accepting a connection it cannot serve."""
+    with Retry-After instead of accepting a connection it cannot serve. HEAD is answered
+    here, with the headers a GET would get, subscribing to nothing; other methods (OPTIONS,
+    or one the path refuses with 405) subscribe to nothing either."""
+    service, config = extension.current(), current_app.config
+    if request.method == "HEAD":
+        service.hub.check_room(config["STREAM_MAX_SUBSCRIBERS"])
+        return event_stream_response(iter(()))
+    if request.method != "GET":
+        return None
+    client = peers.connection(request.environ)
     if request.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
         # permessage-deflate costs ~90 KB per connection for frames of a few hundred bytes:
         # without the offer, simple-websocket does not negotiate it.
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
-        for key in SERVER_SOCKETS:
+        for key in peers.SERVER_SOCKETS:
             if key in request.environ:
                 request.environ[key] = WholeFrames(request.environ[key])
-    config, follower = current_app.config, extension.current().follower
     if request.endpoint == HEALTH_STREAM:
-        g.subscription = follower.watch(config["STREAM_MAX_SUBSCRIBERS"])
+        g.subscription = service.follower.watch(config["STREAM_MAX_SUBSCRIBERS"])
     else:
-        g.subscription = follower.subscribe(config["STREAM_QUEUE_SIZE"], config["STREAM_MAX_SUBSCRIBERS"])
+        g.subscription = service.follower.subscribe(config["STREAM_QUEUE_SIZE"], config["STREAM_MAX_SUBSCRIBERS"],
+                                                    functools.partial(peers.gone, client))
 
 
 
@@ -79,6 +90,9 @@ def take_subscription():
 
 @sock.route("/user/stream", bp=bp)
 def websocket_stream(ws):
+    """A client that goes away ends this quietly: flask-sock ends a closed WebSocket
+    (ConnectionClosed), and a write its departure broke (OSError) ends here, so that
+    no error response is written to a connection that is gone."""
     service, subscription = extension.current(), take_subscription()
     hub, metrics = service.hub, service.metrics
     metrics.stream_opened("websocket")
@@ -86,6 +100,8 @@ def websocket_stream(ws):
         ws.send(subscription.state)
         while True:
             event = subscription.next(WS_POLL_SECONDS)
+            if event is GONE:
+                return
             if event is CLOSED:
                 going_away(ws)
                 return
@@ -96,6 +112,8 @@ def websocket_stream(ws):
                 ws.send(subscription.state)
             elif event is not None:
                 ws.send(event.state)
+    except OSError:
+        return
     finally:
         hub.unsubscribe(subscription)
         metrics.stream_closed("websocket")
@@ -117,6 +135,8 @@ def health_stream(ws):
                     going_away(ws)
                     return
                 discard_client_messages(ws)
+    except OSError:
+        return
     finally:
         hub.unsubscribe(watcher)
 
@@ -137,40 +157,45 @@ def discard_client_messages(ws):
 
 @bp.get("/user/stream")
 def event_stream():
-    service, subscription = extension.current(), take_subscription()
+    """The slot is given back when the server closes the response, however it ends: the
+    body may never be read (a client gone before it started), so its end cannot do it."""
+    service = extension.current()
+    backlog = resume_backlog(service.change_log, g.subscription, request.headers.get("Last-Event-ID"))
+    subscription = take_subscription()
     heartbeat = current_app.config["STREAM_HEARTBEAT_INTERVAL"]
-    try:
-        backlog = resume_backlog(service.change_log, subscription, request.headers.get("Last-Event-ID"))
-    except BaseException:
-        service.hub.unsubscribe(subscription)
-        raise
 
     def events():
-        service.metrics.stream_opened("sse")
-        try:
-            yield "retry: %d\n\n" % SSE_RETRY_MS
-            for seq, state in backlog:
-                yield Event(seq, state).sse
-            while True:
-                event = subscription.next(heartbeat)
-                if subscription.lagging:
-                    service.metrics.stream_lagged("sse")
-                if event is CLOSED or subscription.lagging:
-                    return  # a lagging client reconnects with Last-Event-ID and misses nothing
-                yield ": keep-alive\n\n" if event is None else event.sse
-        finally:
-            service.hub.unsubscribe(subscription)
-            service.metrics.stream_closed("sse")
+        yield "retry: %d\n\n" % SSE_RETRY_MS
+        for seq, state in backlog:
+            yield Event(seq, state).sse
+        while True:
+            event = subscription.next(heartbeat)
+            if subscription.lagging:
+                service.metrics.stream_lagged("sse")
+            if event is CLOSED or event is GONE or subscription.lagging:
+                return  # a lagging client reconnects with Last-Event-ID and misses nothing
+            yield ": keep-alive\n\n" if event is None else event.sse
 
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return Response(events(), mimetype="text/event-stream", headers=headers)
+    def closed():
+        service.hub.unsubscribe(subscription)
+        service.metrics.stream_closed("sse")
+
+    response = event_stream_response(events())
+    service.metrics.stream_opened("sse")
+    response.call_on_close(closed)
+    return response
+
+
+def event_stream_response(body):
+    return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
 def resume_backlog(change_log, subscription, last_event_id):
     """What a client must see before going live: the changes it missed since its last id,
-    or the current state when it has no usable id or its id is older than the log keeps."""
+    or the current state when it has no usable id (anything but a plain ASCII decimal) or
+    its id is older than the log keeps or newer than this database gave out."""
     start = [(subscription.seq, subscription.state)]
-    if last_event_id is None or not last_event_id.strip().isdigit():
+    if last_event_id is None or not LAST_EVENT_ID.fullmatch(last_event_id.strip(" \t")):
         return start
     last = int(last_event_id)
     if last == subscription.seq:

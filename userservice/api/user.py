@@ -1,5 +1,5 @@
 """/user: the signed-in user of this device."""
-from flask import Blueprint
+from flask import Blueprint, request
 
 from .. import schemas, store
 from . import json_text
@@ -31,6 +31,8 @@ def clear():
 
 @bp.get("/user/refresh")
 def refresh():
+    if request.method == "HEAD":  # what a refresh would answer, announcing nothing
+        return json_text(store.profile_to_refresh())
     return json_text(store.refresh_user())
 
 

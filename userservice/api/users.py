@@ -1,5 +1,6 @@
 """/users: every user known on this device."""
 from flask import Blueprint, current_app
+from werkzeug.routing import BaseConverter
 
 from .. import extension, schemas, store, tokens
 from . import json_text
@@ -7,7 +8,19 @@ from .body import json_body
 
 bp = Blueprint("users", __name__)
 
-USER_ID = "<string(maxlength=255):user>"
+USER_ID = "<user_id:user>"
+
+
+class UserIdConverter(BaseConverter):
+    """A user id in a path: 1 to 255 characters, none of them NUL, which no stored id holds
+    (bodies with NUL are refused) and PostgreSQL cannot even be asked about: not found."""
+
+    regex = r"[^/\x00]{1,255}"
+
+
+def init_app(app):
+    """The converter the routes' USER_ID names, registered before the blueprint is."""
+    app.url_map.converters["user_id"] = UserIdConverter
 
 
 @bp.post("/users/authenticate/from_token")
