@@ -190,3 +190,24 @@ def test_follower_that_is_not_following_refuses_new_subscribers_with_a_503(clien
     [refusal] = outcome
     assert refusal.code == 503 and refusal.extra_headers == {"Retry-After": str(changelog.RETRY_SECONDS)}
     assert refusal.description == "The change feed is not following the database; try again shortly."
+
+
+def test_follower_reports_how_far_behind_the_log_it_was(client, service):
+    from userservice.metrics import Metrics
+
+    counted = Metrics()
+    follower = changelog.Follower(service.change_log, hub.Hub(), poll_interval=0.01, metrics=counted)
+    follower.catch_up()  # starts from the current state
+    make_changes(client, 2)  # three changes: the select and two updates
+    follower.catch_up()
+    assert counted.registry.get_sample_value("userservice_change_feed_lag") == 3
+    follower.catch_up()
+    assert counted.registry.get_sample_value("userservice_change_feed_lag") == 0
+
+
+def test_follower_runs_on_a_named_daemon_thread(service):
+    """A daemon, so that a process exits without waiting for its feed; named, so that a
+    profile or a thread dump says what it is."""
+    service.follower.ensure_started()
+    assert service.follower.thread.daemon
+    assert service.follower.thread.name == "userservice-feed"
