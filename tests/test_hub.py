@@ -160,3 +160,26 @@ def test_hub_resubscribed_subscriber_takes_one_slot_gets_changes_and_can_be_free
     subscribers.unsubscribe(other)
     subscribers.subscribe(1, limit=1)
     assert fresh.next(0) is hub.GONE
+
+
+@pytest.mark.parametrize("closing, detail", [
+    (False, "This server holds as many streams as it may; try again shortly."),
+    (True, "This server is shutting down; connect again."),
+])
+def test_hub_refusal_says_why_and_when_to_retry(closing, detail):
+    subscribers, _ = subscribed()
+    if closing:
+        subscribers.close()
+    with pytest.raises(ServiceUnavailable) as refused:
+        subscribers.subscribe(4, limit=1)
+    assert refused.value.description == detail
+    assert refused.value.extra_headers == {"Retry-After": str(hub.RETRY_SECONDS)}
+
+
+def test_hub_full_of_watchers_and_the_dead_frees_the_dead():
+    subscribers = hub.Hub()
+    subscribers.publish(0, "null")
+    subscribers.watch(limit=2)
+    dead = subscribers.subscribe(4, limit=2, peer_gone=lambda: True)
+    subscribers.subscribe(4, limit=2)  # the watcher and the dead fill the hub: the dead make room
+    assert dead.next(0) is hub.GONE
