@@ -5,7 +5,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from userservice import changelog, create_app, hub
+from userservice import changelog, create_app, hub, listener
 from conftest import discard, parts, postgres_connection
 
 WAIT_GUARD_SECONDS = 20  # far beyond any wake-up, far below the waits used to catch a miss
@@ -68,7 +68,7 @@ def terminate(pids):
 
 
 def test_change_waiter_reconnects_after_its_connection_is_killed(postgres_service, postgres_url):
-    name = changelog.listener_params(postgres_service.storage.database)["application_name"]
+    name = listener.listener_params(postgres_service.storage.direct_url)["application_name"]
     with postgres_service.change_log.waiter(threading.Event(), poll_interval=600) as wait:
         wait()
         killed = listener_pids(name)
@@ -81,7 +81,7 @@ def test_change_waiter_reconnects_after_its_connection_is_killed(postgres_servic
 
 
 def test_listener_params_keep_the_pool_options_and_name_the_connection(postgres_service):
-    params = changelog.listener_params(postgres_service.storage.database)
+    params = listener.listener_params(postgres_service.storage.direct_url)
     assert params["options"].startswith("-c search_path=test_")
     assert params["application_name"].endswith("-listener")
     assert params["autocommit"] is True

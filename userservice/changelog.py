@@ -19,23 +19,16 @@ import contextlib
 import datetime
 import logging
 import threading
-import time
 
 from peewee import JOIN, fn
 
+from .feed_relay import RelayClient
+from .listener import NOTIFY_CHANNEL, NotificationListener, listener_params
 from .problems import ServiceUnavailable
-
-try:
-    import psycopg
-except ImportError:  # PostgreSQL is optional: the `postgres` extra
-    psycopg = None
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY = 100
-NOTIFY_CHANNEL = "userservice_changes"
-SAFETY_NET_POLL_SECONDS = 1.0  # PostgreSQL: read the log this often even without a NOTIFY
-RECONNECT_BACKOFF_SECONDS = (0.1, 5.0)  # the listener's first and longest wait between attempts
 RETRY_SECONDS = 1  # pause before the follower reads again after the database failed it
 CATCH_UP_SECONDS = 5  # how long a new subscriber waits for the follower to reach the log's end
 
@@ -122,11 +115,12 @@ class ChangeLog:
         return seq, oldest, document or "null"
 
     @contextlib.contextmanager
-    def waiter(self, wakeup, poll_interval):
+    def waiter(self, wakeup, poll_interval, relay=None):
         """Yield a function that blocks until the log may have grown.
 
-        Local commits set `wakeup`. Other processes are noticed by polling on SQLite, and by
-        LISTEN on PostgreSQL (where polling stays as the safety net for a lost notification).
+        Local commits set `wakeup`. Other processes are noticed by polling on SQLite; on
+        PostgreSQL through the instance's relay (feed_relay.py) when there is one, which holds
+        the instance's one LISTEN, else by a LISTEN of this app's own (listener.py).
         """
         if self.storage.is_sqlite:
             def wait():
@@ -135,89 +129,14 @@ class ChangeLog:
 
             yield wait
             return
-        listener = NotificationListener(listener_params(self.storage.database), wakeup, poll_interval)
-        try:
-            yield listener.wait
-        finally:
-            listener.close()
-
-
-def listener_params(pooled):
-    """The pool's own connection parameters (search_path options included), for a connection
-    of its own named after the pool's application_name, so operators can tell it apart."""
-    params = dict(pooled.connect_params)
-    name = params.get("application_name", "userservice")
-    params.update(application_name=name + "-listener", autocommit=True)
-    if pooled.database.startswith("postgresql://"):
-        params["conninfo"] = pooled.database
-    else:
-        params["dbname"] = pooled.database
-    return params
-
-
-class NotificationListener:
-    """A dedicated PostgreSQL connection LISTENing for commits in any process.
-
-    `wait` returns on a notification, on the local `wakeup`, after the safety-net interval,
-    and once after every (re)connection, since notifications sent while it was away are
-    lost: the caller then reads the change log. While the database is unreachable `wait`
-    keeps trying, with backoff, and does not return.
-    """
-
-    def __init__(self, params, wakeup, poll_interval):
-        self.params = params
-        self.wakeup = wakeup
-        self.poll_interval = poll_interval
-        self.connection = None
-
-    def wait(self):
-        if self.connection is None:
-            self.connect_with_backoff()
+        if relay is not None:
+            source = RelayClient(relay, wakeup, poll_interval)
         else:
-            self.wait_for_notification()
-        self.wakeup.clear()
-
-    def wait_for_notification(self):
-        deadline = time.monotonic() + max(self.poll_interval, SAFETY_NET_POLL_SECONDS)
-        while not self.wakeup.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            try:
-                if self.received(timeout=min(self.poll_interval, remaining)):
-                    return
-            except psycopg.Error as error:
-                log.warning("change listener lost its connection: %s", error)
-                self.close()
-                self.connect_with_backoff()
-                return
-
-    def received(self, timeout):
-        """Whether a notification arrived within timeout; drains any others already here."""
-        if not any(True for _ in self.connection.notifies(timeout=timeout, stop_after=1)):
-            return False
-        for _ in self.connection.notifies(timeout=0):
-            pass
-        return True
-
-    def connect_with_backoff(self):
-        delay, longest = RECONNECT_BACKOFF_SECONDS
-        while True:
-            try:
-                self.connection = psycopg.connect(**self.params)
-                self.connection.execute("LISTEN %s" % NOTIFY_CHANNEL)
-                return
-            except psycopg.Error as error:
-                self.close()
-                log.warning("change listener cannot reach the database, retrying in %.1fs: %s",
-                            delay, error)
-                time.sleep(delay)
-                delay = min(delay * 2, longest)
-
-    def close(self):
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
+            source = NotificationListener(listener_params(self.storage.direct_url), wakeup, poll_interval)
+        try:
+            yield source.wait
+        finally:
+            source.close()
 
 
 class Follower:
@@ -227,8 +146,9 @@ class Follower:
     gevent has patched threading, when gunicorn forks workers from a master).
     """
 
-    def __init__(self, change_log, hub, poll_interval, metrics):
+    def __init__(self, change_log, hub, poll_interval, metrics, relay=None):
         self.log = change_log
+        self.relay = relay  # the instance's feed relay socket, or None to LISTEN itself
         self.hub = hub
         self.metrics = metrics
         self.poll_interval = poll_interval
@@ -289,7 +209,7 @@ class Follower:
         self.hub.close()
 
     def follow(self):
-        with self.log.waiter(self.wakeup, self.poll_interval) as wait:
+        with self.log.waiter(self.wakeup, self.poll_interval, self.relay) as wait:
             while not self.stopping:
                 self.catch_up()
                 wait()
