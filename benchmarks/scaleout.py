@@ -12,10 +12,14 @@ instances, each sending POST /user/update for one (non-current) user. Meanwhile 
 updates the current user 20 times a second through the instances in turn, and WebSocket
 subscribers (2 per instance) note when each update arrives. Printed per N (medians over the
 rounds): the peak of the database's client connections (pg_stat_activity), updates/s in
-all and refused (non-2xx) answers, committed transactions/s and updates per transaction
-(pg_stat_database: group commit batches the writes waiting in one process), delivery p50 /
+all and refused (non-2xx) answers, write transactions/s and changes per write transaction
+(each sends one NOTIFY, which this counts, and the change log's seq: group commit batches
+the writes waiting in one process), delivery p50 /
 p99 from sending the probe's update to a subscriber receiving it, and updates/s relative to
-N=1.
+N=1; and what the database's connections were doing, on average over samples every 50 ms:
+waiting for a lock (the state row every write transaction holds until it commits), in a
+transaction but waiting for the service (idle in transaction: its worker busy elsewhere),
+or running a statement.
 
 --pgbouncer puts Debian's PgBouncer (transaction pooling, started here on a free port) in
 front of the request pools; LISTEN and migrations go direct. --role-limit L runs as a new
@@ -133,11 +137,23 @@ class Subscriber:
             pass
 
 
-def wrk(url, connections, seconds, body):
-    """wrk's (requests/s, non-2xx answers) for POST /user/update with `body`."""
+# Each request sets another email address: an update that changes nothing writes nothing.
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local template, n = %s, 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil, (template:gsub("@EMAIL@", "%s-" .. n .. "@load.example")))
+end
+"""
+
+
+def wrk(url, connections, seconds, body, name):
+    """wrk's (requests/s, non-2xx answers) for POST /user/update with `body`, each request
+    with an email address of its own (`name`-<n>@load.example)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                     "wrk.body = %s\n" % json.dumps(json.dumps(body)))
+        script.write(WRK_SCRIPT % (json.dumps(json.dumps({**body, "email": "@EMAIL@"})), name))
     try:
         output = subprocess.run(["wrk", "-t1", "-c%d" % connections, "-d%ds" % seconds, "--timeout", "30s",
                                  "-s", script.name, url + "/user/update"],
@@ -149,16 +165,47 @@ def wrk(url, connections, seconds, body):
     return rate, int(refused.group(1)) if refused else 0
 
 
-def committed_transactions(postgres_url, database):
-    with admin(postgres_url) as connection:
-        return connection.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s",
-                                  (database,)).fetchone()[0]
+class CommitCounter:
+    """Every write transaction sends one NOTIFY whose payload is the seq it ended at: listening
+    counts the transactions, and the seqs the changes, committed in a window of seqs."""
+
+    def __init__(self, postgres_url, database):
+        self.connection = psycopg.connect(database_url(postgres_url, "postgres", database), autocommit=True)
+        self.connection.execute("LISTEN userservice_changes")
+        self.seqs = []
+        self.thread = threading.Thread(target=self.listen, daemon=True)
+        self.thread.start()
+
+    def listen(self):
+        try:
+            for notify in self.connection.notifies():
+                self.seqs.append(int(notify.payload))
+        except psycopg.Error:
+            pass  # closed
+
+    def last_seq(self):
+        with psycopg.connect(self.connection.info.dsn, autocommit=True) as connection:
+            return connection.execute("SELECT seq FROM state WHERE id = 1").fetchone()[0]
+
+    def between(self, first, last):
+        """(changes, write transactions) with seqs in (first, last]."""
+        return last - first, sum(1 for seq in self.seqs if first < seq <= last)
+
+    def close(self):
+        self.connection.close()
 
 
 def connections_to(postgres_url, database):
+    """(client connections, of which: waiting for a lock, in a transaction waiting for the
+    service, running a statement) in pg_stat_activity."""
     with admin(postgres_url) as connection:
-        return connection.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-                                  "AND backend_type = 'client backend'", (database,)).fetchone()[0]
+        return connection.execute(
+            "SELECT count(*), count(*) FILTER (WHERE wait_event_type = 'Lock'), "
+            "count(*) FILTER (WHERE state = 'idle in transaction'), "
+            "count(*) FILTER (WHERE state = 'active' AND wait_event_type IS DISTINCT FROM 'Lock' "
+            "AND query NOT LIKE 'LISTEN%%') "
+            "FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'",
+            (database,)).fetchone()
 
 
 def measure(options, instances_count):
@@ -183,7 +230,7 @@ def measure(options, instances_count):
         load = requests.post(urls[0] + "/user/select", json={"user_id": "auth0|load"}, timeout=30).json()
         probe = requests.post(urls[0] + "/user/select", json={"user_id": "auth0|probe"}, timeout=30).json()
         subscribers = [Subscriber(url) for url in urls for _ in range(2)]
-        sent, stop, peak = {}, threading.Event(), [0]
+        sent, stop, peak, samples = {}, threading.Event(), [0], []
 
         def send_probes():
             number = 0
@@ -196,40 +243,47 @@ def measure(options, instances_count):
 
         def sample_connections():
             while not stop.is_set():
-                peak[0] = max(peak[0], connections_to(options.postgres_url, database))
-                stop.wait(0.2)
+                sample = connections_to(options.postgres_url, database)
+                peak[0] = max(peak[0], sample[0])
+                samples.append(sample[1:])
+                stop.wait(0.05)
 
         helpers = [threading.Thread(target=send_probes), threading.Thread(target=sample_connections)]
         for helper in helpers:
             helper.start()
-        commits_before, began = committed_transactions(options.postgres_url, database), time.monotonic()
+        counter = CommitCounter(options.postgres_url, database)
+        seq_before, began = counter.last_seq(), time.monotonic()
         results = [None] * instances_count
         share = [options.clients // instances_count + (i < options.clients % instances_count)
                  for i in range(instances_count)]
 
         def drive(index):
-            results[index] = wrk(urls[index], max(1, share[index]), options.seconds, load)
+            results[index] = wrk(urls[index], max(1, share[index]), options.seconds, load, "i%d" % index)
 
         drivers = [threading.Thread(target=drive, args=(i,)) for i in range(instances_count)]
         for driver in drivers:
             driver.start()
         for driver in drivers:
             driver.join()
-        elapsed = time.monotonic() - began
-        commits = (committed_transactions(options.postgres_url, database) - commits_before) / elapsed
         stop.set()
         for helper in helpers:
             helper.join()
+        elapsed = time.monotonic() - began
         time.sleep(1)
+        changes, commits = counter.between(seq_before, counter.last_seq())
+        counter.close()
         delays = sorted((subscriber.arrivals[email] - at) * 1000 for subscriber in subscribers
                         for email, at in sent.items() if email in subscriber.arrivals)
         expected = len(sent) * len(subscribers)
         updates = sum(rate for rate, _ in results)
         return {"connections": peak[0], "updates": updates, "refused": sum(refused for _, refused in results),
-                "commits": commits, "per_commit": updates / commits if commits else 0.0,
+                "commits": commits / elapsed, "per_commit": changes / commits if commits else 0.0,
                 "p50": delays[len(delays) // 2] if delays else float("nan"),
                 "p99": delays[int(len(delays) * 0.99)] if delays else float("nan"),
-                "missing": expected - len(delays)}
+                "missing": expected - len(delays),
+                "lock_waits": statistics.mean(s[0] for s in samples),
+                "app_waits": statistics.mean(s[1] for s in samples),
+                "running": statistics.mean(s[2] for s in samples)}
     finally:
         for subscriber in subscribers or ():
             subscriber.close()
@@ -283,15 +337,17 @@ def main():
     print("%d update clients in all (wrk), 2 gevent workers per instance, %d round(s) x %d s, medians%s%s" % (
         options.clients, options.rounds, options.seconds, "; request pools through PgBouncer" if options.pgbouncer
         else "", "; role CONNECTION LIMIT %d" % options.role_limit if options.role_limit else ""))
-    print("| instances | peak connections | updates/s | vs 1 | refused | commits/s | updates/commit "
-          "| delivery p50 ms | p99 ms | missing |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| instances | peak connections | updates/s | vs 1 | refused | write commits/s | changes/commit "
+          "| delivery p50 ms | p99 ms | missing | waiting for the row lock | in a transaction, waiting for "
+          "the service | running a statement |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     base = statistics.median(f["updates"] for f in figures[counts[0]])
     for n in counts:
         row = {key: statistics.median(f[key] for f in figures[n]) for key in figures[n][0]}
-        print("| %d | %d | %.0f | %.2f | %d | %.0f | %.1f | %.1f | %.1f | %d |" % (
+        print("| %d | %d | %.0f | %.2f | %d | %.0f | %.1f | %.1f | %.1f | %d | %.1f | %.1f | %.1f |" % (
             n, row["connections"], row["updates"], row["updates"] / base, row["refused"], row["commits"],
-            row["per_commit"], row["p50"], row["p99"], row["missing"]))
+            row["per_commit"], row["p50"], row["p99"], row["missing"], row["lock_waits"], row["app_waits"],
+            row["running"]))
 
 
 if __name__ == "__main__":
