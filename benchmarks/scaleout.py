@@ -80,10 +80,11 @@ class PgBouncer:
                              self.directory, server_connections, server_connections, self.directory))
         with open(os.path.join(self.directory, "users.txt"), "w") as userlist:
             userlist.writelines('"%s" ""\n' % user for user in users)
-        root = os.geteuid() == 0  # PgBouncer refuses to run as root
+        root = os.geteuid() == 0  # PgBouncer refuses to run as root: it runs as nobody
         if root:
-            shutil.chown(self.directory, "postgres")
-        self.process = subprocess.Popen([binary, *(["-u", "postgres"] if root else []),
+            shutil.chown(self.directory, "nobody")
+            os.chmod(self.directory, 0o755)
+        self.process = subprocess.Popen([binary, *(["-u", "nobody"] if root else []),
                                          os.path.join(self.directory, "pgbouncer.ini")],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)

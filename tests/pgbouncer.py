@@ -60,9 +60,9 @@ class PgBouncer:
                                        pool_size=pool_size))
         with open(os.path.join(self.directory, "userlist.txt"), "w") as userlist:
             userlist.writelines('"%s" ""\n' % user for user in users)
-        self.as_root = os.geteuid() == 0  # PgBouncer refuses to run as root
+        self.as_root = os.geteuid() == 0  # PgBouncer refuses to run as root: it runs as nobody
         if self.as_root:
-            shutil.chown(self.directory, "postgres")
+            shutil.chown(self.directory, "nobody")
             os.chmod(self.directory, 0o755)
         self.process = None
         self.start()
@@ -71,7 +71,7 @@ class PgBouncer:
         return "postgresql://%s@127.0.0.1:%d/%s" % (user, self.port, database)
 
     def start(self):
-        command = [PGBOUNCER, *(["-u", "postgres"] if self.as_root else []),
+        command = [PGBOUNCER, *(["-u", "nobody"] if self.as_root else []),
                    os.path.join(self.directory, "pgbouncer.ini")]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10

@@ -21,7 +21,7 @@ def wait_in_thread(wait):
 
 def test_change_waiter_returns_on_local_wakeup(service):
     wakeup = threading.Event()
-    with service.change_log.waiter(wakeup, poll_interval=600) as wait:
+    with service.change_log.waiter(wakeup, poll_interval=600) as (wait, _announced):
         if not service.storage.is_sqlite:
             wait()  # the first wait returns once LISTEN is in place
         wakeup.set()
@@ -49,7 +49,7 @@ def postgres_service(postgres_url):
 
 
 def test_change_waiter_wakes_on_notify_from_another_connection(postgres_service, postgres_url):
-    with postgres_service.change_log.waiter(threading.Event(), poll_interval=600) as wait:
+    with postgres_service.change_log.waiter(threading.Event(), poll_interval=600) as (wait, _announced):
         wait()
         notify(postgres_url)
         assert wait_in_thread(wait)
@@ -69,7 +69,7 @@ def terminate(pids):
 
 def test_change_waiter_reconnects_after_its_connection_is_killed(postgres_service, postgres_url):
     name = listener.listener_params(postgres_service.storage.direct_url)["application_name"]
-    with postgres_service.change_log.waiter(threading.Event(), poll_interval=600) as wait:
+    with postgres_service.change_log.waiter(threading.Event(), poll_interval=600) as (wait, _announced):
         wait()
         killed = listener_pids(name)
         assert len(killed) == 1
@@ -160,3 +160,59 @@ def test_follower_at_the_edge_of_a_pruned_log(short_log, client, service, behind
     follower.catch_up()
     expected = [last] if announces_current_state else list(range(oldest, last + 1))
     assert [event.seq for event in drain(subscription)] == expected
+
+
+# --- announcements: commits that streamed nothing are followed without reading the log -------
+
+
+def announced_follower(service):
+    """A follower that has read the log, and now follows announcements only."""
+    follower = changelog.Follower(service.change_log, hub.Hub(), poll_interval=0.01, metrics=service.metrics)
+    follower.catch_up()
+    follower.must_read = False
+    return follower
+
+
+def test_announcement_payload_round_trips_and_anything_else_asks_for_a_read():
+    announcement = changelog.Announcement(5, 9, True)
+    assert changelog.Announcement.parse(announcement.payload()) == announcement
+    assert changelog.Announcement.parse(announcement.payload().encode()) == announcement
+    assert changelog.Announcement.parse(b"*") is None and changelog.Announcement.parse("17") is None
+
+
+def test_follower_moves_past_announced_commits_that_streamed_nothing_without_reading(client, service):
+    make_changes(client, 2)
+    follower = announced_follower(service)
+    start = follower.seq
+    follower.wake(changelog.Announcement(start + 1, start + 3, False))
+    follower.wake(changelog.Announcement(start + 4, start + 4, False))
+    follower.catch_up()
+    # Nothing was written: a read of the log would have left it at `start`.
+    assert follower.seq == start + 4 and follower.hub.wait_until(start + 4, 0)
+    assert not follower.announced
+
+
+@pytest.mark.parametrize("announcement", [
+    changelog.Announcement(2, 2, False),  # a gap: the follower missed a commit
+    changelog.Announcement(1, 1, True),  # a streamed change: its state is in the log
+])
+def test_follower_reads_the_log_at_a_gap_or_a_streamed_change(client, service, announcement):
+    make_changes(client, 2)
+    follower = announced_follower(service)
+    subscription = follower.hub.subscribe(64, limit=10)
+    start = follower.seq
+    make_changes(client, 1)  # a select (no change: the same user) and an update
+    follower.wake(changelog.Announcement(start + announcement.first, start + announcement.last,
+                                         announcement.streamed))
+    follower.catch_up()
+    assert follower.seq == service.change_log.last_seq() > start
+    assert drain(subscription)[-1] == current_event(client, service)
+
+
+def test_follower_reads_the_log_after_an_unannounced_wake(client, service):
+    make_changes(client, 2)
+    follower = announced_follower(service)
+    make_changes(client, 1)
+    follower.wake()
+    follower.catch_up()
+    assert follower.seq == service.change_log.last_seq()

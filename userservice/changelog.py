@@ -34,23 +34,45 @@ CATCH_UP_SECONDS = 5  # how long a new subscriber waits for the follower to reac
 
 
 class Head:
-    """The state row as a write transaction holds it: the last change's seq and who is current."""
+    """The state row as a write transaction holds it: the last change's seq, who is current,
+    and whether a change recorded in the transaction is streamed."""
 
-    __slots__ = ("seq", "current", "log")
+    __slots__ = ("seq", "current", "log", "streamed")
 
     def __init__(self, seq, current, change_log):
         self.seq, self.current, self.log = seq, current, change_log
+        self.streamed = False
 
     def record(self, kind, user_id, current=None):
         """Append a change in the transaction. `current` is the current user's profile JSON
         (or "null") after a change that touched the current user, None after one that did
         not: only the former are streamed."""
         self.seq += 1
+        self.streamed = self.streamed or current is not None
         self.log.append(self.seq, kind, user_id, current)
 
 
 # Changes after a seq, and whether that is all of them (False: the log was pruned past it).
 Backlog = collections.namedtuple("Backlog", "changes complete")
+
+
+class Announcement(collections.namedtuple("Announcement", "first last streamed")):
+    """What a committed write transaction tells every follower (its NOTIFY payload, and its
+    on_commit in its own process): it wrote the changes first..last, and whether one of them
+    is streamed. A follower at first - 1 that is told nothing was streamed moves to `last`
+    without reading the log; any other case, or a gap, has it read the log."""
+
+    def payload(self):
+        return "%d:%d:%d" % (self.first, self.last, self.streamed)
+
+    @classmethod
+    def parse(cls, payload):
+        """The announcement a payload carries, or None (a relay's "read the log", say)."""
+        try:
+            first, last, streamed = (int(part) for part in payload.split(b":" if isinstance(payload, bytes) else ":"))
+        except ValueError:
+            return None
+        return cls(first, last, bool(streamed))
 
 
 class ChangeLog:
@@ -72,12 +94,15 @@ class ChangeLog:
 
     def seal(self, head, first):
         """Advance the state row past the changes recorded since `first`, prune the log, and
-        have the other processes' followers woken when the transaction commits."""
+        have the other processes' followers woken when the transaction commits; returns the
+        announcement for this process's follower."""
         database = self.storage.database
         self.storage.statements.save_head.execute(database, seq=head.seq, current=head.current)
         self.prune(first, head.seq)
+        announcement = Announcement(first + 1, head.seq, head.streamed)
         if not self.storage.is_sqlite:  # SQLite has no notifications: followers poll there
-            database.execute_sql("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(head.seq)))
+            database.execute_sql("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, announcement.payload()))
+        return announcement
 
     def prune(self, first, last):
         """Keep the last `keep` changes for resume, pruning whenever the seq passes a multiple
@@ -115,26 +140,29 @@ class ChangeLog:
         return seq, oldest, document or "null"
 
     @contextlib.contextmanager
-    def waiter(self, wakeup, poll_interval, relay=None):
-        """Yield a function that blocks until the log may have grown.
+    def waiter(self, wakeup, poll_interval, relay=None, heard=None):
+        """Yield (a function that blocks until the log may have grown, whether what woke it
+        was announced).
 
         Local commits set `wakeup`. Other processes are noticed by polling on SQLite; on
         PostgreSQL through the instance's relay (feed_relay.py) when there is one, which holds
-        the instance's one LISTEN, else by a LISTEN of this app's own (listener.py).
+        the instance's one LISTEN and passes each NOTIFY's payload to `heard`, else by a
+        LISTEN of this app's own (listener.py).
         """
         if self.storage.is_sqlite:
             def wait():
                 wakeup.wait(poll_interval)
                 wakeup.clear()
 
-            yield wait
+            yield wait, False
             return
         if relay is not None:
-            source = RelayClient(relay, wakeup, poll_interval)
+            source, announced = RelayClient(relay, wakeup, poll_interval, heard), True
         else:
             source = NotificationListener(listener_params(self.storage.direct_url), wakeup, poll_interval)
+            announced = False
         try:
-            yield source.wait
+            yield source.wait, announced
         finally:
             source.close()
 
@@ -157,9 +185,20 @@ class Follower:
         self.start_lock = threading.Lock()
         self.seq = None  # the last seq read from the log
         self.stopping = False
+        self.announced = collections.deque()  # Announcements not yet followed, oldest first
+        self.must_read = True  # something woke it that no announcement explains
 
-    def wake(self):
+    def wake(self, announcement=None):
+        """Have the follower catch up: with what `announcement` says, or by reading the log."""
+        if announcement is None:
+            self.must_read = True
+        else:
+            self.announced.append(announcement)
         self.wakeup.set()
+
+    def heard(self, payload):
+        """A payload from the relay: a NOTIFY's, or anything else (read the log)."""
+        self.wake(Announcement.parse(payload) if payload else None)
 
     def subscribe(self, size, limit, peer_gone):
         """A new subscription that starts from everything committed before this call: a
@@ -209,19 +248,26 @@ class Follower:
         self.hub.close()
 
     def follow(self):
-        with self.log.waiter(self.wakeup, self.poll_interval, self.relay) as wait:
+        with self.log.waiter(self.wakeup, self.poll_interval, self.relay, self.heard) as (wait, announced):
+            self.must_read = True  # whatever happened while it was not listening
             while not self.stopping:
                 self.catch_up()
                 wait()
+                if not announced:
+                    self.must_read = True
 
     def catch_up(self):
         """Publish every streamed change after the last seq read."""
         if self.seq is None:
             self.restart()
             return
+        if not self.must_read and self.follow_announced():
+            return
+        self.must_read = False
         last = self.log.last_seq()
         self.metrics.feed_behind(last - self.seq)
         if last <= self.seq:
+            self.forget_followed()
             return
         backlog = self.log.read_after(self.seq, up_to=last)
         if not backlog.complete:
@@ -233,9 +279,32 @@ class Follower:
             self.hub.publish(change_seq, state)
         self.hub.advance(last)
         self.seq = last
+        self.forget_followed()
+
+    def forget_followed(self):
+        """Drop the announcements of commits the log was read past."""
+        while self.announced and self.announced[0].last <= self.seq:
+            self.announced.popleft()
+
+    def follow_announced(self):
+        """Move past announced commits that streamed nothing, without reading the log (most
+        writes do not touch the current user). False, leaving the rest, at a gap or at a
+        commit that streamed a change: the log is read then."""
+        moved = False
+        while self.announced:
+            first, last, streamed = self.announced[0]
+            if last > self.seq:
+                if streamed or first != self.seq + 1:
+                    return False
+                self.seq, moved = last, True
+            self.announced.popleft()
+        if moved:
+            self.hub.advance(self.seq)
+        return True
 
     def restart(self):
         """Start again from the current state, announced to every subscriber."""
         seq, _oldest, state = self.log.position()
         self.hub.publish(seq, state)
         self.seq = seq
+        self.forget_followed()

@@ -40,9 +40,9 @@ class UserService:
         self.cloud_domain = config["CLOUD_DOMAIN"]  # vanity URLs are https://<vanityname>.<this>
         self.migrations_current = False  # set by the readiness check once they are
 
-    def committed(self, writes):
+    def committed(self, writes, announcement):
         """After each transaction the group commit carried: `writes` of them, now durable."""
-        self.follower.wake()
+        self.follower.wake(announcement)
         self.metrics.committed(writes)
 
     def close(self):

@@ -9,8 +9,10 @@ log, through its pool, after any datagram, and after each (re)connection to the 
 log stays the source of truth, so a relay or database restart loses no change, and nobody
 polls while nothing is written.
 
-A datagram that does not fit a worker's socket buffer is dropped: that worker has unread
-datagrams already, and reads the log after them, which is after the commit it announced.
+Each datagram is a NOTIFY's payload, what the transaction wrote (changelog.Announcement): a
+follower skips reading the log for commits that streamed nothing. A datagram that does not
+fit a worker's socket buffer is dropped: the follower finds the gap in the seqs and reads
+the log.
 """
 import logging
 import logging.config
@@ -34,6 +36,7 @@ except ImportError:  # PostgreSQL is optional: the `postgres` extra
 log = logging.getLogger("userservice.feed_relay")
 
 REREAD = b"*"  # after a (re)connection: read the log, whatever it announces
+DATAGRAM_BYTES = 64
 RESTART_SECONDS = 1  # the master waits this long before it restarts a relay that exited
 START_SECONDS = 10  # how long the master waits for a new relay's socket
 
@@ -153,8 +156,8 @@ class Relay:
             log.warning("feed relay lost its database connection: %s", error)
             self.disconnect()
             return
-        if payloads:
-            self.broadcast(payloads[-1].encode()[:64] or REREAD)
+        for payload in payloads:  # each tells the followers what it wrote (changelog.Announcement)
+            self.broadcast(payload.encode()[:DATAGRAM_BYTES] or REREAD)
 
     def disconnect(self):
         if self.connection is not None:
@@ -165,13 +168,15 @@ class Relay:
 
 class RelayClient:
     """A worker's end: `wait` returns on a datagram from the relay, on the local `wakeup`,
-    and once after every (re)connection to the relay (the caller then reads the log). While
-    the relay cannot be reached, `wait` returns after each backoff interval instead."""
+    and once after every (re)connection to the relay. Each datagram is passed to `heard`,
+    and None after each (re)connection or loss (the caller then reads the log). While the
+    relay cannot be reached, `wait` returns after each backoff interval instead."""
 
-    def __init__(self, path, wakeup, poll_interval):
+    def __init__(self, path, wakeup, poll_interval, heard):
         self.path = path
         self.wakeup = wakeup
         self.poll_interval = poll_interval
+        self.heard = heard
         self.socket = None
         self.delay = RECONNECT_BACKOFF_SECONDS[0]
 
@@ -192,14 +197,16 @@ class RelayClient:
                         self.delay, error)
             self.wakeup.wait(self.delay)
             self.delay = min(self.delay * 2, RECONNECT_BACKOFF_SECONDS[1])
+            self.heard(None)
             return
         connection.settimeout(self.poll_interval)
         self.socket, self.delay = connection, RECONNECT_BACKOFF_SECONDS[0]
+        self.heard(None)  # what was announced while it was away is lost
 
     def wait_for_datagram(self):
         while not self.wakeup.is_set():
             try:
-                datagram = self.socket.recv(64)
+                datagram = self.socket.recv(DATAGRAM_BYTES)
             except TimeoutError:
                 continue  # look at the local wakeup again
             except OSError as error:
@@ -209,16 +216,18 @@ class RelayClient:
             if not datagram:
                 log.warning("change feed lost the instance's relay: %s", reason)
                 self.close()
+                self.heard(None)
                 return
+            self.heard(datagram)
             self.drain()
             return
 
     def drain(self):
-        """Datagrams that arrived meanwhile: one read of the log answers them all."""
+        """Datagrams that arrived meanwhile: the follower catches up with them all at once."""
         self.socket.setblocking(False)
         try:
-            while self.socket.recv(64):
-                pass
+            while datagram := self.socket.recv(DATAGRAM_BYTES):
+                self.heard(datagram)
         except (BlockingIOError, OSError):
             pass
         finally:
