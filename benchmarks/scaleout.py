@@ -167,7 +167,7 @@ def wrk(url, connections, seconds, body, name):
 
 
 class CommitCounter:
-    """Every write transaction sends one NOTIFY whose payload is the seq it ended at: listening
+    """Every write transaction sends one NOTIFY whose payload names the seq it ended at: listening
     counts the transactions, and the seqs the changes, committed in a window of seqs."""
 
     def __init__(self, postgres_url, database):
@@ -179,8 +179,8 @@ class CommitCounter:
 
     def listen(self):
         try:
-            for notify in self.connection.notifies():
-                self.seqs.append(int(notify.payload))
+            for notify in self.connection.notifies():  # payload: first:last:streamed
+                self.seqs.append(int(notify.payload.split(":")[1]))
         except psycopg.Error:
             pass  # closed
 
