@@ -45,6 +45,7 @@ import requests
 import websocket
 
 PROBE_INTERVAL = 0.05
+BENCH_NAME = "userservice-scaleout-bench"  # this script's own connection, not counted
 
 
 def free_port():
@@ -171,7 +172,8 @@ class CommitCounter:
     counts the transactions, and the seqs the changes, committed in a window of seqs."""
 
     def __init__(self, postgres_url, database):
-        self.connection = psycopg.connect(database_url(postgres_url, "postgres", database), autocommit=True)
+        self.connection = psycopg.connect(database_url(postgres_url, "postgres", database), autocommit=True,
+                                          application_name=BENCH_NAME)
         self.connection.execute("LISTEN userservice_changes")
         self.seqs = []
         self.thread = threading.Thread(target=self.listen, daemon=True)
@@ -205,8 +207,8 @@ def connections_to(postgres_url, database):
             "count(*) FILTER (WHERE state = 'idle in transaction'), "
             "count(*) FILTER (WHERE state = 'active' AND wait_event_type IS DISTINCT FROM 'Lock' "
             "AND query NOT LIKE 'LISTEN%%') "
-            "FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'",
-            (database,)).fetchone()
+            "FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend' "
+            "AND application_name IS DISTINCT FROM %s", (database, BENCH_NAME)).fetchone()
 
 
 def measure(options, instances_count):

@@ -81,7 +81,7 @@ def on_starting(arbiter):
     if config["METRICS"] and METRICS_DIR not in os.environ:
         os.environ[METRICS_DIR] = tempfile.mkdtemp(prefix="userservice-metrics-")
         arbiter.userservice_metrics_dir = os.environ[METRICS_DIR]
-    if not storage.is_sqlite_url(config["DATABASE_URL"]) and not config["FEED_RELAY"]:
+    if not storage.is_sqlite_url(config["DATABASE_URL"]):
         start_feed_relay(arbiter)
 
 
