@@ -4,10 +4,10 @@ Under gunicorn the master starts this relay as a process of its own (server.py),
 forks the workers, and tells them the path of its Unix socket (the FEED_RELAY setting). The
 relay holds the instance's one LISTEN connection, on the direct URL, and sends every worker
 connected to it a datagram for each NOTIFY, and one after each (re)connection to the
-database, since notifications sent meanwhile are lost. A worker's follower reads the change
-log, through its pool, after any datagram, and after each (re)connection to the relay: the
-log stays the source of truth, so a relay or database restart loses no change, and nobody
-polls while nothing is written.
+database, since notifications sent meanwhile are lost. A worker's follower catches up after
+each datagram, and reads the change log through its pool after each (re)connection to the
+relay: the log stays the source of truth, so a relay or database restart loses no change,
+and nobody polls while nothing is written.
 
 Each datagram is a NOTIFY's payload, what the transaction wrote (changelog.Announcement): a
 follower skips reading the log for commits that streamed nothing. A datagram that does not
