@@ -300,6 +300,7 @@ class Follower:
             self.announced.popleft()
         if moved:
             self.hub.advance(self.seq)
+            self.metrics.feed_behind(0)
         return True
 
     def restart(self):
