@@ -1,9 +1,11 @@
 """changelog.py: what wakes a follower on each backend, the PostgreSQL listener, pruning,
-and a follower that reads the log at (or past) the edge of what was pruned."""
+a follower that reads the log at (or past) the edge of what was pruned, and one that follows
+announcements however they arrive."""
 import threading
 from urllib.parse import unquote
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from userservice import changelog, create_app, hub, listener
 from conftest import discard, parts, postgres_connection
@@ -216,3 +218,42 @@ def test_follower_reads_the_log_after_an_unannounced_wake(client, service):
     follower.wake()
     follower.catch_up()
     assert follower.seq == service.change_log.last_seq()
+
+
+@pytest.fixture
+def announced_changes(client, service):
+    """Updates of the current user (streamed) and of another (not), and the announcements
+    their commits made, as the relay delivers them: (log position before, announcements)."""
+    other = client.post("/user/select", json={"user_id": "auth0|other"}).get_json()
+    current = client.post("/user/select", json={"user_id": "auth0|current"}).get_json()
+    start = service.change_log.last_seq()
+    service.follower.announced.clear()  # the app's own follower is not running: it only collects
+    for number in range(12):
+        profile = current if number % 3 == 0 else other
+        response = client.post("/user/update", json={**profile, "username": "u%d-%d" % (number, len(profile))})
+        assert response.status_code == 200
+    return start, list(service.follower.announced)
+
+
+@given(deliveries=st.lists(st.tuples(st.integers(0, 11), st.booleans()), max_size=30))
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_follower_publishes_every_streamed_change_once_in_order_however_announcements_arrive(
+        service, announced_changes, deliveries):
+    """Announcements dropped, repeated or out of order, with catch-ups anywhere between them:
+    once the last one (or a reconnection) arrives, the follower has published exactly the
+    streamed changes of the log, each once, in order. The log stays the source of truth."""
+    start, announcements = announced_changes
+    follower = changelog.Follower(service.change_log, hub.Hub(), poll_interval=0.01, metrics=service.metrics)
+    follower.catch_up()
+    follower.seq, follower.must_read = start, False  # as if it had read the log up to `start`
+    subscription = follower.hub.subscribe(64, limit=10)
+    for index, catch_up in deliveries:
+        follower.wake(announcements[index % len(announcements)])
+        if catch_up:
+            follower.catch_up()
+    follower.wake(announcements[-1])
+    follower.catch_up()
+    last = service.change_log.last_seq()
+    expected = service.change_log.read_after(start, up_to=last).changes
+    assert follower.seq == last
+    assert [(event.seq, event.state) for event in drain(subscription)] == expected
