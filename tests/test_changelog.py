@@ -164,6 +164,57 @@ def test_follower_at_the_edge_of_a_pruned_log(short_log, client, service, behind
     assert [event.seq for event in drain(subscription)] == expected
 
 
+def test_change_log_read_after_gives_the_streamed_changes_in_the_range_oldest_first(client, service):
+    make_changes(client, 4)  # seqs 1 (select) to 5
+    user_id = client.get("/user").get_json()["user"]["id"]
+    stored = client.get("/users/%s" % user_id).get_data(as_text=True)
+    make_changes(client, 1)  # 6 (the select again) and 7: past up_to
+    backlog = service.change_log.read_after(2, up_to=5)
+    assert [seq for seq, _ in backlog.changes] == [3, 4, 5]
+    assert backlog.changes[-1][1] == stored
+    assert backlog.complete
+
+
+def test_follower_that_is_not_following_refuses_new_subscribers_with_a_503(client, service):
+    make_changes(client, 1)
+    follower = changelog.Follower(service.change_log, hub.Hub(), poll_interval=0.01,
+                                  metrics=service.metrics)
+    follower.stop()  # it reads nothing from now on: the committed changes are never reached
+    outcome = []
+
+    def subscribe():
+        try:
+            follower.subscribe(64, limit=10, peer_gone=hub.never_gone)
+        except Exception as error:
+            outcome.append(error)
+
+    assert wait_in_thread(subscribe), "waited for ever instead of refusing"
+    [refusal] = outcome
+    assert refusal.code == 503 and refusal.extra_headers == {"Retry-After": str(changelog.RETRY_SECONDS)}
+    assert refusal.description == "The change feed is not following the database; try again shortly."
+
+
+def test_follower_reports_how_far_behind_the_log_it_was(client, service):
+    from userservice.metrics import Metrics
+
+    counted = Metrics()
+    follower = changelog.Follower(service.change_log, hub.Hub(), poll_interval=0.01, metrics=counted)
+    follower.catch_up()  # starts from the current state
+    make_changes(client, 2)  # three changes: the select and two updates
+    follower.catch_up()
+    assert counted.registry.get_sample_value("userservice_change_feed_lag") == 3
+    follower.catch_up()
+    assert counted.registry.get_sample_value("userservice_change_feed_lag") == 0
+
+
+def test_follower_runs_on_a_named_daemon_thread(service):
+    """A daemon, so that a process exits without waiting for its feed; named, so that a
+    profile or a thread dump says what it is."""
+    service.follower.ensure_started()
+    assert service.follower.thread.daemon
+    assert service.follower.thread.name == "userservice-feed"
+
+
 # --- announcements: commits that streamed nothing are followed without reading the log -------
 
 

@@ -1,9 +1,11 @@
 """Group commit: writes queued while a transaction is under way share the next one, each
 in a savepoint of its own, and are answered only after it commits. On both backends."""
+import datetime
 import threading
 import time
 
 import pytest
+from peewee import IntegrityError
 
 from userservice import commits
 from userservice.problems import Problem
@@ -124,6 +126,22 @@ def test_group_commit_many_threads_every_write_once_and_in_seq_order(app, group,
     for number in range(writers):  # each writer's changes are in the order it made them
         mine = [kind for _, kind in log if kind.startswith("w%d-" % number)]
         assert mine == ["w%d-%d" % (number, step) for step in range(each)]
+
+
+def test_group_commit_job_that_breaks_a_unique_index_is_a_409_naming_the_conflict(app, group, logged):
+    User = group.storage.models.User
+
+    def duplicate_user(head):
+        head.record("dup", None)
+        for _ in range(2):
+            User.insert(id="twin", document="{}", signed_in=datetime.datetime(2026, 1, 1)).execute()
+
+    with pytest.raises(Problem) as raised:
+        group.run(duplicate_user)
+    assert raised.value.code == 409
+    assert raised.value.description == "The change conflicts with another user's data."
+    assert isinstance(raised.value.__cause__, IntegrityError)  # the database's own words, for the log
+    assert logged() == []
 
 
 def test_commit_counter_moves_after_every_sqlite_commit(sqlite_url):

@@ -1,4 +1,7 @@
 """hub.py: fan-out to bounded queues, lag, one event for every subscriber, shutdown."""
+import threading
+import time
+
 import pytest
 
 from userservice import hub
@@ -81,3 +84,79 @@ def test_hub_below_the_limit_asks_no_client():
     subscribers.subscribe(1, limit=3, peer_gone=lambda: pytest.fail("asked below the limit"))
     subscribers.subscribe(1, limit=3)
     subscribers.check_room(limit=3)
+
+
+PATIENCE = 10  # what next() and wait_until() are given; a prompt answer takes a tiny fraction
+
+
+def answers_promptly(call):
+    """call() returns well before PATIENCE: it did not wait for a timeout (a thread, so a
+    call that would wait for ever fails instead of hanging the suite)."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    started = time.monotonic()
+    thread.start()
+    thread.join(PATIENCE * 3)
+    assert not thread.is_alive(), "never returned"
+    assert time.monotonic() - started < PATIENCE / 2, "waited for its timeout"
+    return result[0]
+
+
+def subscribed(size=4):
+    subscribers = hub.Hub()
+    subscribers.publish(0, "null")
+    return subscribers, subscribers.subscribe(size, limit=10)
+
+
+def test_subscription_with_queued_events_hands_each_out_without_waiting():
+    subscribers, subscription = subscribed()
+    subscribers.publish(1, "a")
+    subscribers.publish(2, "b")
+    assert [answers_promptly(lambda: subscription.next(PATIENCE)).seq for _ in range(2)] == [1, 2]
+
+
+@pytest.mark.parametrize("ending, expected", [("end", hub.CLOSED), ("drop", hub.GONE)])
+def test_subscription_that_ended_says_so_at_every_call_without_waiting(ending, expected):
+    _, subscription = subscribed()
+    getattr(subscription, ending)()
+    for _ in range(3):
+        assert answers_promptly(lambda: subscription.next(PATIENCE)) is expected
+
+
+def test_subscription_that_lags_says_so_at_every_call_without_waiting():
+    subscribers, subscription = subscribed(size=1)
+    subscribers.publish(1, "a")
+    subscribers.publish(2, "b")  # does not fit: lagging
+    assert answers_promptly(lambda: subscription.next(PATIENCE)).seq == 1
+    for _ in range(3):
+        assert answers_promptly(lambda: subscription.next(PATIENCE)) is None
+
+
+def test_subscription_waits_for_an_event_published_later():
+    subscribers, subscription = subscribed()
+    threading.Timer(0.2, subscribers.publish, (1, "a")).start()
+    assert answers_promptly(lambda: subscription.next(PATIENCE)).seq == 1
+
+
+def test_subscription_and_hub_waits_end_at_their_timeout():
+    subscribers, subscription = subscribed()
+    assert answers_promptly(lambda: subscription.next(0.05)) is None
+    assert answers_promptly(lambda: subscribers.wait_until(5, 0.05)) is False
+
+
+def test_hub_resubscribed_subscriber_takes_one_slot_gets_changes_and_can_be_freed():
+    subscribers = hub.Hub()
+    subscribers.publish(0, "null")
+    gone = {"yes": False}
+    lagging = subscribers.subscribe(1, limit=2, peer_gone=lambda: gone["yes"])
+    subscribers.publish(1, "a")
+    subscribers.publish(2, "b")
+    fresh = subscribers.resubscribe(lagging)
+    assert (fresh.seq, fresh.state, fresh.size) == (2, "b", 1)
+    other = subscribers.subscribe(1, limit=2)  # the old subscription gave its slot back
+    subscribers.publish(3, "c")
+    assert fresh.next(0).seq == 3 and other.next(0).seq == 3
+    gone["yes"] = True  # the resubscribed one keeps its peer check: a full hub frees it
+    subscribers.unsubscribe(other)
+    subscribers.subscribe(1, limit=1)
+    assert fresh.next(0) is hub.GONE

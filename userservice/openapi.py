@@ -191,6 +191,7 @@ def health_stream_operation(api_key):
                 "x-websocket-frame": {"const": "ok"}},
         "200": {"description": "Without an upgrade: `ok`, once.",
                 "content": {"text/plain": {"schema": {"const": "ok"}}}},
+        "400": problem_response(400),
         "403": problem_response(403),
         "503": problem_response(503),
     }

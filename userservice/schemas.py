@@ -274,21 +274,11 @@ class VanityRequestSchema(UserProfileSchema):
         DNS_LABEL, error="not a valid DNS label: 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'"))
 
 
-class ExportedUserSchema(WireSchema):
-    """One line of `userservice users export`: a profile, and what the device keeps beside it."""
-
-    profile = Nested(UserProfileSchema, required=True)
-    subject = optional(Str)  # the Auth0 user_id / token `sub` it signed in with
-    signed_in = DateTime(required=True)  # first sign-in on this device
-    current = Bool(required=True)
-
-
 user_profile = UserProfileSchema()
 auth0_user = Auth0UserSchema()
 user_beta_status = UserBetaStatusSchema()
 oauth_token = OAuthTokenSchema()
 vanity_request = VanityRequestSchema(partial=("aesthetics",))
-exported_user = ExportedUserSchema()
 
 
 def dump_profile(profile):

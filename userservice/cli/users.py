@@ -6,7 +6,7 @@ import click
 from flask.cli import with_appcontext
 from marshmallow import ValidationError
 
-from .. import schemas, store
+from .. import store, transfer
 from ..errors import flatten
 from ..problems import Problem
 
@@ -24,7 +24,7 @@ def fail_with(problem):
 @with_appcontext
 def list_users():
     """Every user, in the order they first signed in; * marks the current one."""
-    for record in store.export_records():
+    for record in transfer.export_records():
         profile = record["profile"]
         click.echo("%s %s  %-20s %-28s %s" % (
             "*" if record["current"] else " ", profile["id"], profile.get("username") or "-",
@@ -82,7 +82,7 @@ def remove(user_id, yes):
 @with_appcontext
 def export_users(file):
     """Every user, one JSON object per line (JSON Lines), to FILE or standard output."""
-    for record in store.export_records():
+    for record in transfer.export_records():
         file.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
@@ -99,7 +99,7 @@ def import_users(file):
         raise click.ClickException("%d bad record(s): nothing was imported" % len(errors))
     with click.progressbar(length=len(records), label="importing", file=click.get_text_stream("stderr")) as bar:
         try:
-            store.import_records(records, progress=bar.update)
+            transfer.import_records(records, progress=bar.update)
         except Problem as problem:
             fail_with(problem)
     click.echo("imported %d user(s)" % len(records))
@@ -112,7 +112,7 @@ def read_records(file):
         if not line.strip():
             continue
         try:
-            records.append((number, schemas.exported_user.load(json.loads(line))))
+            records.append((number, transfer.exported_user.load(json.loads(line))))
         except ValueError as error:
             errors.append("line %d: not JSON: %s" % (number, error))
         except ValidationError as error:
