@@ -1,6 +1,6 @@
 """HTTP speed of userservice beside the bare-Flask reference, under identical gunicorn settings.
 
-    python benchmarks/http_speed.py [--quick] [--database-url URL] [--baseline DIR]
+    python benchmarks/http_speed.py [--quick] [--database-url URL] [--baseline DIR [--baseline-database-url URL]]
 
 Starts both apps (2 gevent workers each, the settings `userservice serve` uses), seeds a
 signed-in user with a profile of about 1 KB, then drives each endpoint and its reference
@@ -122,6 +122,8 @@ def main():
     parser.add_argument("--database-url", help="userservice database (default: a temporary SQLite file)")
     parser.add_argument("--baseline", metavar="DIR",
                         help="compare with userservice in another checkout instead of the bare-Flask reference")
+    parser.add_argument("--baseline-database-url",
+                        help="the baseline's database (default: a temporary SQLite file)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -139,7 +141,8 @@ def main():
         if args.baseline:
             baseline = os.path.abspath(args.baseline)
             reference, ref_url = start(GUNICORN + ["--bind", "127.0.0.1:39393", "wsgi:app"],
-                                       {"USERSERVICE_DATABASE_URL": "sqlite:///%s/baseline.db" % workdir,
+                                       {"USERSERVICE_DATABASE_URL": args.baseline_database_url
+                                        or "sqlite:///%s/baseline.db" % workdir,
                                         "PYTHONPATH": baseline}, 39393, "/.well-known/health", cwd=baseline)
         else:
             reference, ref_url = start(GUNICORN + ["--bind", "127.0.0.1:39393", "benchmarks.reference_app:app"],

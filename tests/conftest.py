@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, Phase, settings
 
 from userservice import create_app, extension, migrate
 
-pytest_plugins = ["browser"]  # Chromium for the browser tests: tests/browser.py
+pytest_plugins = ["browser", "pgbouncer"]  # Chromium (tests/browser.py), PgBouncer (tests/pgbouncer.py)
 
 EVENT_WAIT_SECONDS = 10  # how long a stream reader waits for an event before failing
 
@@ -238,9 +238,34 @@ class RunningServer:
         return self.output()
 
 
+def child_pids(server):
+    """The master's children, whichever of its threads started them (the feed relay's does)."""
+    pids = []
+    tasks = "/proc/%d/task" % server.process.pid
+    for task in sorted(os.listdir(tasks)):
+        try:
+            with open(os.path.join(tasks, task, "children")) as children:
+                pids.extend(int(pid) for pid in children.read().split())
+        except FileNotFoundError:  # a thread that has just ended
+            continue
+    return pids
+
+
+def is_feed_relay(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as cmdline:
+            return b"userservice.feed_relay" in cmdline.read()
+    except FileNotFoundError:
+        return False
+
+
 def worker_pids(server):
-    with open("/proc/%d/task/%d/children" % (server.process.pid, server.process.pid)) as children:
-        return [int(pid) for pid in children.read().split()]
+    """The master's workers (not its feed relay, on PostgreSQL)."""
+    return [pid for pid in child_pids(server) if not is_feed_relay(pid)]
+
+
+def feed_relay_pids(server):
+    return [pid for pid in child_pids(server) if is_feed_relay(pid)]
 
 
 def socket_inodes(pid):

@@ -1,11 +1,13 @@
 """changelog.py: what wakes a follower on each backend, the PostgreSQL listener, pruning,
-and a follower that reads the log at (or past) the edge of what was pruned."""
+a follower that reads the log at (or past) the edge of what was pruned, and one that follows
+announcements however they arrive."""
 import threading
 from urllib.parse import unquote
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from userservice import changelog, create_app, hub
+from userservice import changelog, create_app, hub, listener
 from conftest import discard, parts, postgres_connection
 
 WAIT_GUARD_SECONDS = 20  # far beyond any wake-up, far below the waits used to catch a miss
@@ -21,7 +23,7 @@ def wait_in_thread(wait):
 
 def test_change_waiter_returns_on_local_wakeup(service):
     wakeup = threading.Event()
-    with service.change_log.waiter(wakeup, poll_interval=600) as wait:
+    with service.change_log.waiter(wakeup, poll_interval=600) as (wait, _announced):
         if not service.storage.is_sqlite:
             wait()  # the first wait returns once LISTEN is in place
         wakeup.set()
@@ -49,7 +51,7 @@ def postgres_service(postgres_url):
 
 
 def test_change_waiter_wakes_on_notify_from_another_connection(postgres_service, postgres_url):
-    with postgres_service.change_log.waiter(threading.Event(), poll_interval=600) as wait:
+    with postgres_service.change_log.waiter(threading.Event(), poll_interval=600) as (wait, _announced):
         wait()
         notify(postgres_url)
         assert wait_in_thread(wait)
@@ -68,8 +70,8 @@ def terminate(pids):
 
 
 def test_change_waiter_reconnects_after_its_connection_is_killed(postgres_service, postgres_url):
-    name = changelog.listener_params(postgres_service.storage.database)["application_name"]
-    with postgres_service.change_log.waiter(threading.Event(), poll_interval=600) as wait:
+    name = listener.listener_params(postgres_service.storage.direct_url)["application_name"]
+    with postgres_service.change_log.waiter(threading.Event(), poll_interval=600) as (wait, _announced):
         wait()
         killed = listener_pids(name)
         assert len(killed) == 1
@@ -81,7 +83,7 @@ def test_change_waiter_reconnects_after_its_connection_is_killed(postgres_servic
 
 
 def test_listener_params_keep_the_pool_options_and_name_the_connection(postgres_service):
-    params = changelog.listener_params(postgres_service.storage.database)
+    params = listener.listener_params(postgres_service.storage.direct_url)
     assert params["options"].startswith("-c search_path=test_")
     assert params["application_name"].endswith("-listener")
     assert params["autocommit"] is True
@@ -211,3 +213,98 @@ def test_follower_runs_on_a_named_daemon_thread(service):
     service.follower.ensure_started()
     assert service.follower.thread.daemon
     assert service.follower.thread.name == "userservice-feed"
+
+
+# --- announcements: commits that streamed nothing are followed without reading the log -------
+
+
+def announced_follower(service):
+    """A follower that has read the log, and now follows announcements only."""
+    follower = changelog.Follower(service.change_log, hub.Hub(), poll_interval=0.01, metrics=service.metrics)
+    follower.catch_up()
+    follower.must_read = False
+    return follower
+
+
+def test_announcement_payload_round_trips_and_anything_else_asks_for_a_read():
+    announcement = changelog.Announcement(5, 9, True)
+    assert changelog.Announcement.parse(announcement.payload()) == announcement
+    assert changelog.Announcement.parse(announcement.payload().encode()) == announcement
+    assert changelog.Announcement.parse(b"*") is None and changelog.Announcement.parse("17") is None
+
+
+def test_follower_moves_past_announced_commits_that_streamed_nothing_without_reading(client, service):
+    make_changes(client, 2)
+    follower = announced_follower(service)
+    start = follower.seq
+    follower.wake(changelog.Announcement(start + 1, start + 3, False))
+    follower.wake(changelog.Announcement(start + 4, start + 4, False))
+    follower.catch_up()
+    # Nothing was written: a read of the log would have left it at `start`.
+    assert follower.seq == start + 4 and follower.hub.wait_until(start + 4, 0)
+    assert not follower.announced
+
+
+@pytest.mark.parametrize("announcement", [
+    changelog.Announcement(2, 2, False),  # a gap: the follower missed a commit
+    changelog.Announcement(1, 1, True),  # a streamed change: its state is in the log
+])
+def test_follower_reads_the_log_at_a_gap_or_a_streamed_change(client, service, announcement):
+    make_changes(client, 2)
+    follower = announced_follower(service)
+    subscription = follower.hub.subscribe(64, limit=10)
+    start = follower.seq
+    make_changes(client, 1)  # a select (no change: the same user) and an update
+    follower.wake(changelog.Announcement(start + announcement.first, start + announcement.last,
+                                         announcement.streamed))
+    follower.catch_up()
+    assert follower.seq == service.change_log.last_seq() > start
+    assert drain(subscription)[-1] == current_event(client, service)
+
+
+def test_follower_reads_the_log_after_an_unannounced_wake(client, service):
+    make_changes(client, 2)
+    follower = announced_follower(service)
+    make_changes(client, 1)
+    follower.wake()
+    follower.catch_up()
+    assert follower.seq == service.change_log.last_seq()
+
+
+@pytest.fixture
+def announced_changes(client, service):
+    """Updates of the current user (streamed) and of another (not), and the announcements
+    their commits made, as the relay delivers them: (log position before, announcements)."""
+    other = client.post("/user/select", json={"user_id": "auth0|other"}).get_json()
+    current = client.post("/user/select", json={"user_id": "auth0|current"}).get_json()
+    start = service.change_log.last_seq()
+    service.follower.announced.clear()  # the app's own follower is not running: it only collects
+    for number in range(12):
+        profile = current if number % 3 == 0 else other
+        response = client.post("/user/update", json={**profile, "username": "u%d-%d" % (number, len(profile))})
+        assert response.status_code == 200
+    return start, list(service.follower.announced)
+
+
+@given(deliveries=st.lists(st.tuples(st.integers(0, 11), st.booleans()), max_size=30))
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_follower_publishes_every_streamed_change_once_in_order_however_announcements_arrive(
+        service, announced_changes, deliveries):
+    """Announcements dropped, repeated or out of order, with catch-ups anywhere between them:
+    once the last one (or a reconnection) arrives, the follower has published exactly the
+    streamed changes of the log, each once, in order. The log stays the source of truth."""
+    start, announcements = announced_changes
+    follower = changelog.Follower(service.change_log, hub.Hub(), poll_interval=0.01, metrics=service.metrics)
+    follower.catch_up()
+    follower.seq, follower.must_read = start, False  # as if it had read the log up to `start`
+    subscription = follower.hub.subscribe(64, limit=10)
+    for index, catch_up in deliveries:
+        follower.wake(announcements[index % len(announcements)])
+        if catch_up:
+            follower.catch_up()
+    follower.wake(announcements[-1])
+    follower.catch_up()
+    last = service.change_log.last_seq()
+    expected = service.change_log.read_after(start, up_to=last).changes
+    assert follower.seq == last
+    assert [(event.seq, event.state) for event in drain(subscription)] == expected

@@ -21,7 +21,7 @@ def transactions():
 def group(service, transactions):
     """A group commit on the app's database, built with an on_commit that counts."""
     return commits.GroupCommit(service.storage, service.change_log,
-                               on_commit=lambda writes: transactions.append(writes))
+                               on_commit=lambda writes, _announcement: transactions.append(writes))
 
 
 @pytest.fixture

@@ -15,7 +15,10 @@ BIN = os.path.dirname(sys.executable)
 # A value each setting refuses, as an operator would write it in the environment.
 BAD = {
     "DATABASE_URL": "mysql://root@localhost/users",
+    "DATABASE_DIRECT_URL": "mysql://root@localhost/users",
     "DATABASE_MAX_CONNECTIONS": "0",
+    "DATABASE_MAX_IDLE": "0",
+    "FEED_RELAY": "relative/relay.sock",
     "MIGRATE_ON_START": "maybe",
     "CLOUD_DOMAIN": "not a domain",
     "OIDC_JWKS": "/nowhere/jwks.json",
@@ -85,6 +88,18 @@ def test_bad_setting_stops_the_server_with_exit_2_and_one_line(command, name, sq
     status, output = run(COMMANDS[command], env)
     assert status == 2, output
     assert_one_line_naming(output, name, BAD[name])
+
+
+def test_database_direct_url_defaults_to_the_database_url(sqlite_url, tmp_path):
+    app = create_app({"DATABASE_URL": sqlite_url})
+    other = "sqlite:///%s" % (tmp_path / "direct.db")
+    second = create_app({"DATABASE_URL": sqlite_url, "DATABASE_DIRECT_URL": other})
+    try:
+        assert app.config["DATABASE_DIRECT_URL"] == sqlite_url
+        assert second.config["DATABASE_DIRECT_URL"] == other
+    finally:
+        app.extensions["userservice"].close()
+        second.extensions["userservice"].close()
 
 
 def test_values_from_the_environment_are_stored_in_their_types(sqlite_url, monkeypatch):

@@ -19,45 +19,60 @@ import contextlib
 import datetime
 import logging
 import threading
-import time
 
 from peewee import JOIN, fn
 
+from .feed_relay import RelayClient
+from .listener import NOTIFY_CHANNEL, NotificationListener, listener_params
 from .problems import ServiceUnavailable
-
-try:
-    import psycopg
-except ImportError:  # PostgreSQL is optional: the `postgres` extra
-    psycopg = None
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY = 100
-NOTIFY_CHANNEL = "userservice_changes"
-SAFETY_NET_POLL_SECONDS = 1.0  # PostgreSQL: read the log this often even without a NOTIFY
-RECONNECT_BACKOFF_SECONDS = (0.1, 5.0)  # the listener's first and longest wait between attempts
 RETRY_SECONDS = 1  # pause before the follower reads again after the database failed it
 CATCH_UP_SECONDS = 5  # how long a new subscriber waits for the follower to reach the log's end
 
 
 class Head:
-    """The state row as a write transaction holds it: the last change's seq and who is current."""
+    """The state row as a write transaction holds it: the last change's seq, who is current,
+    and whether a change recorded in the transaction is streamed."""
 
-    __slots__ = ("seq", "current", "log")
+    __slots__ = ("seq", "current", "log", "streamed")
 
     def __init__(self, seq, current, change_log):
         self.seq, self.current, self.log = seq, current, change_log
+        self.streamed = False
 
     def record(self, kind, user_id, current=None):
         """Append a change in the transaction. `current` is the current user's profile JSON
         (or "null") after a change that touched the current user, None after one that did
         not: only the former are streamed."""
         self.seq += 1
+        self.streamed = self.streamed or current is not None
         self.log.append(self.seq, kind, user_id, current)
 
 
 # Changes after a seq, and whether that is all of them (False: the log was pruned past it).
 Backlog = collections.namedtuple("Backlog", "changes complete")
+
+
+class Announcement(collections.namedtuple("Announcement", "first last streamed")):
+    """What a committed write transaction tells every follower (its NOTIFY payload, and its
+    on_commit in its own process): it wrote the changes first..last, and whether one of them
+    is streamed. A follower at first - 1 that is told nothing was streamed moves to `last`
+    without reading the log; any other case, or a gap, has it read the log."""
+
+    def payload(self):
+        return "%d:%d:%d" % (self.first, self.last, self.streamed)
+
+    @classmethod
+    def parse(cls, payload):
+        """The announcement a payload carries, or None (a relay's "read the log", say)."""
+        try:
+            first, last, streamed = (int(part) for part in payload.split(b":" if isinstance(payload, bytes) else ":"))
+        except ValueError:
+            return None
+        return cls(first, last, bool(streamed))
 
 
 class ChangeLog:
@@ -79,12 +94,15 @@ class ChangeLog:
 
     def seal(self, head, first):
         """Advance the state row past the changes recorded since `first`, prune the log, and
-        have the other processes' followers woken when the transaction commits."""
+        have the other processes' followers woken when the transaction commits; returns the
+        announcement for this process's follower."""
         database = self.storage.database
         self.storage.statements.save_head.execute(database, seq=head.seq, current=head.current)
         self.prune(first, head.seq)
+        announcement = Announcement(first + 1, head.seq, head.streamed)
         if not self.storage.is_sqlite:  # SQLite has no notifications: followers poll there
-            database.execute_sql("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(head.seq)))
+            database.execute_sql("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, announcement.payload()))
+        return announcement
 
     def prune(self, first, last):
         """Keep the last `keep` changes for resume, pruning whenever the seq passes a multiple
@@ -122,102 +140,31 @@ class ChangeLog:
         return seq, oldest, document or "null"
 
     @contextlib.contextmanager
-    def waiter(self, wakeup, poll_interval):
-        """Yield a function that blocks until the log may have grown.
+    def waiter(self, wakeup, poll_interval, relay=None, heard=None):
+        """Yield (a function that blocks until the log may have grown, whether what woke it
+        was announced).
 
-        Local commits set `wakeup`. Other processes are noticed by polling on SQLite, and by
-        LISTEN on PostgreSQL (where polling stays as the safety net for a lost notification).
+        Local commits set `wakeup`. Other processes are noticed by polling on SQLite; on
+        PostgreSQL through the instance's relay (feed_relay.py) when there is one, which holds
+        the instance's one LISTEN and passes each NOTIFY's payload to `heard`, else by a
+        LISTEN of this app's own (listener.py).
         """
         if self.storage.is_sqlite:
             def wait():
                 wakeup.wait(poll_interval)
                 wakeup.clear()
 
-            yield wait
+            yield wait, False
             return
-        listener = NotificationListener(listener_params(self.storage.database), wakeup, poll_interval)
-        try:
-            yield listener.wait
-        finally:
-            listener.close()
-
-
-def listener_params(pooled):
-    """The pool's own connection parameters (search_path options included), for a connection
-    of its own named after the pool's application_name, so operators can tell it apart."""
-    params = dict(pooled.connect_params)
-    name = params.get("application_name", "userservice")
-    params.update(application_name=name + "-listener", autocommit=True)
-    if pooled.database.startswith("postgresql://"):
-        params["conninfo"] = pooled.database
-    else:
-        params["dbname"] = pooled.database
-    return params
-
-
-class NotificationListener:
-    """A dedicated PostgreSQL connection LISTENing for commits in any process.
-
-    `wait` returns on a notification, on the local `wakeup`, after the safety-net interval,
-    and once after every (re)connection, since notifications sent while it was away are
-    lost: the caller then reads the change log. While the database is unreachable `wait`
-    keeps trying, with backoff, and does not return.
-    """
-
-    def __init__(self, params, wakeup, poll_interval):
-        self.params = params
-        self.wakeup = wakeup
-        self.poll_interval = poll_interval
-        self.connection = None
-
-    def wait(self):
-        if self.connection is None:
-            self.connect_with_backoff()
+        if relay is not None:
+            source, announced = RelayClient(relay, wakeup, poll_interval, heard), True
         else:
-            self.wait_for_notification()
-        self.wakeup.clear()
-
-    def wait_for_notification(self):
-        deadline = time.monotonic() + max(self.poll_interval, SAFETY_NET_POLL_SECONDS)
-        while not self.wakeup.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            try:
-                if self.received(timeout=min(self.poll_interval, remaining)):
-                    return
-            except psycopg.Error as error:
-                log.warning("change listener lost its connection: %s", error)
-                self.close()
-                self.connect_with_backoff()
-                return
-
-    def received(self, timeout):
-        """Whether a notification arrived within timeout; drains any others already here."""
-        if not any(True for _ in self.connection.notifies(timeout=timeout, stop_after=1)):
-            return False
-        for _ in self.connection.notifies(timeout=0):
-            pass
-        return True
-
-    def connect_with_backoff(self):
-        delay, longest = RECONNECT_BACKOFF_SECONDS
-        while True:
-            try:
-                self.connection = psycopg.connect(**self.params)
-                self.connection.execute("LISTEN %s" % NOTIFY_CHANNEL)
-                return
-            except psycopg.Error as error:
-                self.close()
-                log.warning("change listener cannot reach the database, retrying in %.1fs: %s",
-                            delay, error)
-                time.sleep(delay)
-                delay = min(delay * 2, longest)
-
-    def close(self):
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
+            source = NotificationListener(listener_params(self.storage.direct_url), wakeup, poll_interval)
+            announced = False
+        try:
+            yield source.wait, announced
+        finally:
+            source.close()
 
 
 class Follower:
@@ -227,8 +174,9 @@ class Follower:
     gevent has patched threading, when gunicorn forks workers from a master).
     """
 
-    def __init__(self, change_log, hub, poll_interval, metrics):
+    def __init__(self, change_log, hub, poll_interval, metrics, relay=None):
         self.log = change_log
+        self.relay = relay  # the instance's feed relay socket, or None to LISTEN itself
         self.hub = hub
         self.metrics = metrics
         self.poll_interval = poll_interval
@@ -237,9 +185,20 @@ class Follower:
         self.start_lock = threading.Lock()
         self.seq = None  # the last seq read from the log
         self.stopping = False
+        self.announced = collections.deque()  # Announcements not yet followed, oldest first
+        self.must_read = True  # something woke it that no announcement explains
 
-    def wake(self):
+    def wake(self, announcement=None):
+        """Have the follower catch up: with what `announcement` says, or by reading the log."""
+        if announcement is None:
+            self.must_read = True
+        else:
+            self.announced.append(announcement)
         self.wakeup.set()
+
+    def heard(self, payload):
+        """A payload from the relay: a NOTIFY's, or anything else (read the log)."""
+        self.wake(Announcement.parse(payload) if payload else None)
 
     def subscribe(self, size, limit, peer_gone):
         """A new subscription that starts from everything committed before this call: a
@@ -289,19 +248,26 @@ class Follower:
         self.hub.close()
 
     def follow(self):
-        with self.log.waiter(self.wakeup, self.poll_interval) as wait:
+        with self.log.waiter(self.wakeup, self.poll_interval, self.relay, self.heard) as (wait, announced):
+            self.must_read = True  # whatever happened while it was not listening
             while not self.stopping:
                 self.catch_up()
                 wait()
+                if not announced:
+                    self.must_read = True
 
     def catch_up(self):
         """Publish every streamed change after the last seq read."""
         if self.seq is None:
             self.restart()
             return
+        if not self.must_read and self.follow_announced():
+            return
+        self.must_read = False
         last = self.log.last_seq()
         self.metrics.feed_behind(last - self.seq)
         if last <= self.seq:
+            self.forget_followed()
             return
         backlog = self.log.read_after(self.seq, up_to=last)
         if not backlog.complete:
@@ -313,9 +279,33 @@ class Follower:
             self.hub.publish(change_seq, state)
         self.hub.advance(last)
         self.seq = last
+        self.forget_followed()
+
+    def forget_followed(self):
+        """Drop the announcements of commits the log was read past."""
+        while self.announced and self.announced[0].last <= self.seq:
+            self.announced.popleft()
+
+    def follow_announced(self):
+        """Move past announced commits that streamed nothing, without reading the log (most
+        writes do not touch the current user). False, leaving the rest, at a gap or at a
+        commit that streamed a change: the log is read then."""
+        moved = False
+        while self.announced:
+            first, last, streamed = self.announced[0]
+            if last > self.seq:
+                if streamed or first != self.seq + 1:
+                    return False
+                self.seq, moved = last, True
+            self.announced.popleft()
+        if moved:
+            self.hub.advance(self.seq)
+        self.metrics.feed_behind(0)  # behind nothing it has been told of
+        return True
 
     def restart(self):
         """Start again from the current state, announced to every subscriber."""
         seq, _oldest, state = self.log.position()
         self.hub.publish(seq, state)
         self.seq = seq
+        self.forget_followed()

@@ -5,7 +5,8 @@ time, in the order of their change-log `seq`. Rather than each paying for BEGIN,
 row, COMMIT and a flush to disk on its own, the writes that arrive while a transaction is
 under way wait for the next one, which carries them all, each in a savepoint of its own so
 that one that fails leaves the others intact. A write is answered only after its
-transaction committed, and then `on_commit(writes)` is called: the link to the stream.
+transaction committed, and then `on_commit(writes, announcement)` is called (the changes it
+wrote, changelog.Announcement, or None): the link to the stream.
 """
 import threading
 import time
@@ -69,7 +70,7 @@ class GroupCommit:
 
     def commit(self):
         """One transaction for the whole queue; every job in it is settled when it returns."""
-        batch = []
+        batch, announcement = [], None
         try:
             with self.storage.connection(), self.storage.write_transaction():
                 batch = self.take()
@@ -78,14 +79,14 @@ class GroupCommit:
                 for pending in batch:
                     self.run_job(pending, head, isolated=len(batch) > 1)
                 if head.seq != first:
-                    self.log.seal(head, first)
+                    announcement = self.log.seal(head, first)
         except Exception as error:  # the transaction did not commit: nothing in it was written
             settle(batch or self.take(), as_conflict(error))
         except BaseException:
             settle(batch or self.take(), Problem(503, "The write was interrupted; nothing was written."))
             raise
         else:
-            self.on_commit(len(batch))
+            self.on_commit(len(batch), announcement)
             settle(batch)
 
     def run_job(self, pending, head, isolated):

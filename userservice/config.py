@@ -89,6 +89,16 @@ def database_url(value):
     return value
 
 
+def optional_database_url(value):
+    return None if value is None or value == "" else database_url(value)
+
+
+def unix_socket_path(value):
+    if not isinstance(value, str) or not os.path.isabs(value) or len(value.encode()) > 107:
+        raise ValueError()
+    return value
+
+
 def jwks_source(value):
     if not value.startswith("https://") and not os.path.isfile(value):
         raise ValueError()
@@ -100,7 +110,15 @@ HOST_NAME = r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]+\]|\*"
 ORIGIN = r"[a-z][a-z0-9+.-]*://[^/\s]+"
 SETTINGS = {
     "DATABASE_URL": Setting(None, "sqlite:///PATH or postgresql://USER@HOST:PORT/DB", database_url, secret=True),
+    # Migrations and the change feed's LISTEN need a session of their own: behind PgBouncer in
+    # transaction pooling mode, point this at PostgreSQL itself (default: DATABASE_URL).
+    "DATABASE_DIRECT_URL": Setting(None, "postgresql://USER@HOST:PORT/DB, or empty for DATABASE_URL",
+                                   optional_database_url, secret=True),
     "DATABASE_MAX_CONNECTIONS": Setting(64, *integer(1, 10000)),
+    "DATABASE_MAX_IDLE": Setting(60, *number(0.1, 86400)),
+    # The Unix socket of the instance's change-feed relay (feed_relay.py): set by the gunicorn
+    # master for its workers; empty, an app follows the change log on its own.
+    "FEED_RELAY": Setting(None, "the absolute path of a Unix socket, or empty", optional(unix_socket_path)),
     "MIGRATE_ON_START": Setting(True, "true or false", boolean),
     "CLOUD_DOMAIN": Setting("pieces.cloud", "a DNS name", text_matching(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")),
     "OIDC_JWKS": Setting(None, "the path of a JWKS file, or an https:// URL", optional(jwks_source)),
@@ -153,6 +171,8 @@ def configure(app, test_config=None):
     if not app.config["DATABASE_URL"]:
         app.config["DATABASE_URL"] = default_database_url()
     check(app.config, set(test_config or ()))
+    if app.config["DATABASE_DIRECT_URL"] is None:
+        app.config["DATABASE_DIRECT_URL"] = app.config["DATABASE_URL"]
     return app.config
 
 

@@ -26,10 +26,12 @@ class UserService:
 
     def __init__(self, config, metrics):
         self.metrics = metrics
-        self.storage = Storage(config["DATABASE_URL"], config["DATABASE_MAX_CONNECTIONS"], metrics)
+        self.storage = Storage(config["DATABASE_URL"], config["DATABASE_MAX_CONNECTIONS"], metrics,
+                               max_idle=config["DATABASE_MAX_IDLE"], direct_url=config["DATABASE_DIRECT_URL"])
         self.change_log = ChangeLog(self.storage, config["CHANGE_LOG_KEEP"])
         self.hub = Hub()
-        self.follower = Follower(self.change_log, self.hub, config["STREAM_POLL_INTERVAL"], metrics)
+        self.follower = Follower(self.change_log, self.hub, config["STREAM_POLL_INTERVAL"], metrics,
+                                 relay=config["FEED_RELAY"])
         self.commits = GroupCommit(self.storage, self.change_log, on_commit=self.committed)
         self.profiles = Profiles(self.storage)
         self.read_cache = ReadCache(self.storage)
@@ -38,9 +40,9 @@ class UserService:
         self.cloud_domain = config["CLOUD_DOMAIN"]  # vanity URLs are https://<vanityname>.<this>
         self.migrations_current = False  # set by the readiness check once they are
 
-    def committed(self, writes):
+    def committed(self, writes, announcement):
         """After each transaction the group commit carried: `writes` of them, now durable."""
-        self.follower.wake()
+        self.follower.wake(announcement)
         self.metrics.committed(writes)
 
     def close(self):
@@ -54,10 +56,23 @@ def init_app(app, metrics):
     service = UserService(app.config, metrics)
     app.extensions[EXTENSION] = service
     if app.config["MIGRATE_ON_START"]:
-        migrate(service.storage)
+        migrate_directly(service.storage, metrics)
     service.storage.count_commit()  # a writer killed between its commit and its count must
     # not leave that commit hidden behind the other processes' read caches
     return service
+
+
+def migrate_directly(pooled, metrics):
+    """Migrate through the direct URL: the migration lock is a session's advisory lock, which
+    PgBouncer in transaction pooling mode would not keep."""
+    if pooled.direct_url == pooled.url:
+        migrate(pooled)
+        return
+    direct = Storage(pooled.direct_url, 1, metrics)
+    try:
+        migrate(direct)
+    finally:
+        direct.close()
 
 
 def current():

@@ -16,7 +16,7 @@ import tempfile
 
 from flask import Flask
 
-from . import extension, logs, storage
+from . import extension, feed_relay, logs, storage
 from .metrics import Unmeasured
 from .config import ConfigError, configure
 from .migrate import migrate
@@ -26,6 +26,7 @@ DEFAULT_BIND = "127.0.0.1:39300"  # the first port the Pieces SDKs probe
 WORKER_CLASSES = ("gevent", "gthread")
 SPARE_CONNECTIONS = 1000  # gevent: connections beyond the streams, for ordinary requests
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+FEED_RELAY = "USERSERVICE_FEED_RELAY"
 log = logging.getLogger("userservice")
 
 
@@ -76,10 +77,20 @@ def on_starting(arbiter):
     os.environ.update(worker_environment(config, cfg.worker_class_str, cfg.threads))
     for address in cfg.bind:
         check_port_free(address)
-    prepare_database(config["DATABASE_URL"])
+    prepare_database(config["DATABASE_DIRECT_URL"])
     if config["METRICS"] and METRICS_DIR not in os.environ:
         os.environ[METRICS_DIR] = tempfile.mkdtemp(prefix="userservice-metrics-")
         arbiter.userservice_metrics_dir = os.environ[METRICS_DIR]
+    if not storage.is_sqlite_url(config["DATABASE_URL"]):
+        start_feed_relay(arbiter)
+
+
+def start_feed_relay(arbiter):
+    """One LISTEN connection for the instance: the relay, whose socket the workers are told."""
+    relay = feed_relay.RelayProcess(dict(os.environ))
+    relay.start()
+    os.environ[FEED_RELAY] = relay.path
+    arbiter.userservice_feed_relay = relay
 
 
 def worker_environment(config, worker_class, threads):
@@ -168,6 +179,9 @@ def child_exit(arbiter, worker):
 
 
 def on_exit(arbiter):
+    relay = getattr(arbiter, "userservice_feed_relay", None)
+    if relay is not None:
+        relay.stop()
     directory = getattr(arbiter, "userservice_metrics_dir", None)
     if directory:
         shutil.rmtree(directory, ignore_errors=True)

@@ -46,7 +46,7 @@ def serve(host, port, workers, worker_class, threads, access_log, log_format):
     config = server.checked_config()
     bind = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
     server.check_port_free(bind)  # before gunicorn says anything: one line, then exit
-    server.prepare_database(config["DATABASE_URL"])
+    server.prepare_database(config["DATABASE_DIRECT_URL"])
     options = server.gunicorn_settings(config, worker_class, threads)
     options.update(bind=[bind], workers=workers)
     Gunicorn(options).run()
@@ -60,7 +60,7 @@ def migrate():
     from ..migrate import migrate as apply_migrations
 
     config = server.checked_config({"MIGRATE_ON_START": False})
-    database = storage.Storage(config["DATABASE_URL"], max_connections=1, metrics=Unmeasured())
+    database = storage.Storage(config["DATABASE_DIRECT_URL"], max_connections=1, metrics=Unmeasured())
     try:
         applied = apply_migrations(database)
     finally:
