@@ -49,7 +49,7 @@ def recording(kind, fail=False):
     return job
 
 
-def run_queued(app, group, jobs):
+def run_queued(app, group, jobs, catch=Exception):
     """Queue every job while the turn is held, then let them go: one transaction takes all."""
     outcomes = {}
 
@@ -57,7 +57,7 @@ def run_queued(app, group, jobs):
         with app.app_context():
             try:
                 outcomes[name] = group.run(job)
-            except Exception as error:
+            except catch as error:
                 outcomes[name] = error
 
     threads = [threading.Thread(target=writer, args=item) for item in jobs.items()]
@@ -142,6 +142,38 @@ def test_group_commit_job_that_breaks_a_unique_index_is_a_409_naming_the_conflic
     assert raised.value.description == "The change conflicts with another user's data."
     assert isinstance(raised.value.__cause__, IntegrityError)  # the database's own words, for the log
     assert logged() == []
+
+
+def test_group_commit_batch_of_two_with_one_failure_commits_the_other(app, group, transactions, logged):
+    outcomes = run_queued(app, group, {"a": recording("a"), "bad": recording("bad", fail=True)})
+    assert len(transactions) == 1
+    assert outcomes["a"] == 1 and isinstance(outcomes["bad"], Problem)
+    assert logged() == [(1, "a")]
+
+
+def test_group_commit_interrupted_transaction_answers_the_others_503_and_writes_nothing(app, group, logged, state_seq):
+    def interrupted(head):
+        head.record("interrupted", None)
+        raise KeyboardInterrupt  # as a worker's greenlet killed mid-write is (GreenletExit)
+
+    outcomes = run_queued(app, group, {"a": recording("a"), "stop": interrupted, "b": recording("b")},
+                          catch=BaseException)
+    interruptions = [outcome for outcome in outcomes.values() if isinstance(outcome, KeyboardInterrupt)]
+    refusals = [outcome for outcome in outcomes.values() if isinstance(outcome, Problem)]
+    assert len(interruptions) == 1 and len(refusals) == 2  # the leader's thread was interrupted
+    assert {(refusal.code, refusal.description) for refusal in refusals} == {
+        (503, "The write was interrupted; nothing was written.")}
+    assert logged() == [] and state_seq() == 0
+
+
+def test_group_commit_change_names_the_user_it_changed(app, group, service):
+    def change_of_user(head):
+        head.record("select", "user-7")
+
+    group.run(change_of_user)
+    Change = service.storage.models.Change
+    with service.storage.connection():
+        assert list(Change.select(Change.kind, Change.user).tuples()) == [("select", "user-7")]
 
 
 def test_commit_counter_moves_after_every_sqlite_commit(sqlite_url):
