@@ -37,6 +37,9 @@ log = logging.getLogger("userservice.feed_relay")
 
 REREAD = b"*"  # after a (re)connection: read the log, whatever it announces
 DATAGRAM_BYTES = 64
+# not `-m userservice.feed_relay`: the package imports this module, and runpy would warn
+# about that on stderr, a line that is not JSON under LOG_FORMAT=json
+RELAY_COMMAND = "import sys; from userservice.feed_relay import main; main(sys.argv)"
 RESTART_SECONDS = 1  # the master waits this long before it restarts a relay that exited
 START_SECONDS = 10  # how long the master waits for a new relay's socket
 
@@ -63,7 +66,7 @@ class RelayProcess:
     def supervise(self):
         while not self.stopping.is_set():
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "userservice.feed_relay", self.path], env=self.environment,
+                [sys.executable, "-c", RELAY_COMMAND, self.path], env=self.environment,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             self.process.stdout.read()  # returns when the relay exits
             if not self.stopping.wait(RESTART_SECONDS):
@@ -241,7 +244,7 @@ class RelayClient:
 
 
 def main(argv):
-    """`python -m userservice.feed_relay SOCKET`, started by the gunicorn master; the database
+    """The relay process (RELAY_COMMAND SOCKET), started by the gunicorn master; the database
     comes from the same settings as the workers' (DATABASE_DIRECT_URL)."""
     from . import logs
     from .server import checked_config
@@ -253,7 +256,3 @@ def main(argv):
         relay.run()
     except KeyboardInterrupt:
         pass
-
-
-if __name__ == "__main__":
-    main(sys.argv)
