@@ -1,15 +1,20 @@
-"""HTTP speed of userservice beside the bare-Flask reference, under identical gunicorn settings.
+"""HTTP speed of userservice beside two references, under the gunicorn settings `userservice
+serve` uses.
 
     python benchmarks/http_speed.py [--quick] [--database-url URL] [--baseline DIR]
 
-Starts both apps (2 gevent workers each, the settings `userservice serve` uses), seeds a
-signed-in user with a profile of about 1 KB, then drives each endpoint and its reference
-alternately with wrk (127.0.0.1 only, bounded in time) and prints requests/s, p50, p99 and
-the ratio to the reference, all measured side by side in this one run. Needs `wrk`
-(Debian: apt-get install wrk).
+Starts userservice with the repository's gunicorn.conf.py (the settings and hooks of
+`userservice serve`) and the references with the same worker class, worker count, worker
+connections, keep-alive and timeout: bare Flask (`benchmarks/reference_app.py:app`, a fixed
+1 KB body and one bare Peewee UPDATE) and a raw WSGI callable returning the same bytes
+(`reference_app:raw`, the ceiling of gunicorn and gevent). It seeds a signed-in user with a
+profile of about 1 KB, then drives every contender in turn, the order rotating each round,
+with `wrk -t1 -c16` (127.0.0.1 only, bounded in time), and prints requests/s, p50, p99 and
+the ratios to the references measured in this same run. Needs `wrk` (apt-get install wrk).
 
-With --baseline DIR the reference is instead userservice as another checkout has it (say a
-`git worktree add /tmp/before <commit>`), run the same way: a change's cost, side by side.
+With --baseline DIR userservice as another checkout has it (say a `git worktree add
+/tmp/before <commit>`) runs too, the same way, and the table gains its ratios: a change's
+cost, side by side.
 """
 import argparse
 import json
@@ -25,9 +30,23 @@ import time
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GUNICORN = [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2", "--worker-connections", "6000",
-            "--keep-alive", "2", "--timeout", "30", "--no-control-socket", "--log-level", "warning"]
+sys.path.insert(0, ROOT)
+from userservice import server  # noqa: E402  (this checkout's, whatever the working directory)
+
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+QUIET = ["--log-level", "warning"]
+
+
+def reference_command():
+    """gunicorn for a reference app, with what gunicorn.conf.py gives userservice."""
+    settings = server.gunicorn_settings(server.checked_config())
+    return [sys.executable, "-m", "gunicorn", "-k", settings["worker_class"], "-w", str(settings["workers"]),
+            "--worker-connections", str(settings["worker_connections"]), "--keep-alive",
+            str(settings["keepalive"]), "--timeout", str(settings["timeout"]), "--no-control-socket"] + QUIET
+
+
+def service_command():
+    return [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"] + QUIET
 
 
 def wait_healthy(url, path, process, timeout=30):
@@ -44,7 +63,7 @@ def wait_healthy(url, path, process, timeout=30):
 
 
 def start(command, env, port, health_path, cwd=ROOT):
-    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env})
+    process = subprocess.Popen(command + ["--bind", "127.0.0.1:%d" % port], cwd=cwd, env={**os.environ, **env})
     url = "http://127.0.0.1:%d" % port
     try:
         wait_healthy(url, health_path, process)
@@ -68,8 +87,8 @@ def time_to_first_answer(port, database_url):
 
 
 def wrk(url, seconds, body=None):
-    """One wrk run: 2 threads, 16 connections; returns (requests/s, p50 ms, p99 ms)."""
-    command = ["wrk", "-t2", "-c16", "-d%ds" % seconds, "--latency", url]
+    """One wrk run: 1 thread, 16 connections; returns (requests/s, p50 ms, p99 ms)."""
+    command = ["wrk", "-t1", "-c16", "-d%ds" % seconds, "--latency", url]
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         if body is not None:
             script.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
@@ -88,82 +107,100 @@ def wrk(url, seconds, body=None):
 
 def seed(url):
     """A signed-in user whose profile is about the size of the reference body."""
-    profile = requests.post(url + "/user/select", json={
+    return requests.post(url + "/user/select", json={
         "user_id": "auth0|bench", "nickname": "bench", "email": "bench@example.com", "name": "B" * 600,
         "picture": "https://example.com/p.png",
     }).json()
-    return profile
 
 
-def measure(pairs, rounds, seconds):
-    """Run every (name, target, reference) pair alternately, `rounds` times; medians per side."""
-    results = {name: {"userservice": [], "reference": []} for name, _, _ in pairs}
+def measure(endpoints, rounds, seconds):
+    """Every endpoint's contenders in turn, the order rotating each round; medians of each
+    figure per contender. `endpoints`: {name: [(contender, url, body), ...]}."""
+    runs = {name: {contender: [] for contender, _, _ in contenders} for name, contenders in endpoints.items()}
     for round_number in range(rounds):
-        for name, target, reference in pairs:
-            sides = [("userservice", target), ("reference", reference)]
-            for side, (url, body) in sides if round_number % 2 == 0 else reversed(sides):
-                results[name][side].append(wrk(url, seconds, body))
-    return {name: {side: tuple(statistics.median(run[i] for run in runs) for i in range(3))
-                   for side, runs in sides.items()} for name, sides in results.items()}
+        for name, contenders in endpoints.items():
+            shift = round_number % len(contenders)
+            for contender, url, body in contenders[shift:] + contenders[:shift]:
+                runs[name][contender].append(wrk(url, seconds, body))
+    return {name: {contender: (tuple(statistics.median(run[i] for run in results) for i in range(3)),
+                               spread(results))
+                   for contender, results in by_contender.items()}
+            for name, by_contender in runs.items()}
+
+
+def spread(results):
+    """How far apart the rounds' requests/s were: (max - min) / median."""
+    rates = [rps for rps, _, _ in results]
+    return (max(rates) - min(rates)) / statistics.median(rates)
 
 
 def print_table(results):
-    print("%-22s %10s %8s %8s %10s %8s %8s %7s %7s" % (
-        "endpoint", "req/s", "p50 ms", "p99 ms", "ref req/s", "p50 ms", "p99 ms", "ratio", "p99 x"))
-    for name, sides in results.items():
-        (rps, p50, p99), (ref_rps, ref_p50, ref_p99) = sides["userservice"], sides["reference"]
-        print("%-22s %10.0f %8.2f %8.2f %10.0f %8.2f %8.2f %7.2f %7.2f" % (
-            name, rps, p50, p99, ref_rps, ref_p50, ref_p99, rps / ref_rps, p99 / ref_p99))
+    """One line per endpoint and contender; ratios of requests/s (and p99 x: p99 over the
+    reference's p99) to the references measured in the same run."""
+    print("%-19s %-12s %8s %7s %8s %7s  %s" % ("endpoint", "contender", "req/s", "p50 ms", "p99 ms",
+                                               "spread", "ratios (req/s; p99 x)"))
+    for name, contenders in results.items():
+        references = [c for c in contenders if c in ("raw", "flask", "baseline", "peewee")]
+        for contender, ((rps, p50, p99), rounds_spread) in contenders.items():
+            ratios = ["%s %.2f; %.2fx" % (reference, rps / contenders[reference][0][0], p99 / contenders[reference][0][2])
+                      for reference in references if reference != contender and contender not in ("raw", "peewee")
+                      and not (contender == "flask" and reference == "baseline")]
+            print("%-19s %-12s %8.0f %7.2f %8.2f %6.0f%%  %s" % (
+                name, contender, rps, p50, p99, rounds_spread * 100, "   ".join(ratios)))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="2 rounds of 4 s per endpoint (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 4 s per contender (about two minutes)")
+    parser.add_argument("--rounds", type=int, help="rounds per contender (default 3, --quick 2)")
+    parser.add_argument("--seconds", type=int, help="seconds per wrk run (default 10, --quick 4)")
     parser.add_argument("--database-url", help="userservice database (default: a temporary SQLite file)")
-    parser.add_argument("--baseline", metavar="DIR",
-                        help="compare with userservice in another checkout instead of the bare-Flask reference")
+    parser.add_argument("--baseline", metavar="DIR", help="also run userservice from another checkout")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
     rounds, seconds = (2, 4) if args.quick else (3, 10)
+    rounds, seconds = args.rounds or rounds, args.seconds or seconds
     workdir = tempfile.mkdtemp(prefix="userservice-bench-")
     database_url = args.database_url or "sqlite:///%s/userservice.db" % workdir
-    reference_url = "sqlite:///%s/reference.db" % workdir
+    reference_env = {"REFERENCE_DATABASE_URL": "sqlite:///%s/reference.db" % workdir}
 
     startup = time_to_first_answer(39391, "sqlite:///%s/startup.db" % workdir)
     servers = []
     try:
-        service, url = start(GUNICORN + ["--bind", "127.0.0.1:39392", "wsgi:app"],
-                             {"USERSERVICE_DATABASE_URL": database_url}, 39392, "/.well-known/health")
-        servers.append(service)
+        def launch(command, env, port, health, cwd=ROOT):
+            process, url = start(command, env, port, health, cwd)
+            servers.append(process)
+            return url
+
+        service = launch(service_command() + ["wsgi:app"], {"USERSERVICE_DATABASE_URL": database_url},
+                         39392, "/.well-known/health")
+        flask = launch(reference_command() + ["benchmarks.reference_app:app"], reference_env, 39393, "/fixed")
+        raw = launch(reference_command() + ["benchmarks.reference_app:raw"], reference_env, 39394, "/")
+        services = [("userservice", service)]
         if args.baseline:
             baseline = os.path.abspath(args.baseline)
-            reference, ref_url = start(GUNICORN + ["--bind", "127.0.0.1:39393", "wsgi:app"],
-                                       {"USERSERVICE_DATABASE_URL": "sqlite:///%s/baseline.db" % workdir,
-                                        "PYTHONPATH": baseline}, 39393, "/.well-known/health", cwd=baseline)
-        else:
-            reference, ref_url = start(GUNICORN + ["--bind", "127.0.0.1:39393", "benchmarks.reference_app:app"],
-                                       {"REFERENCE_DATABASE_URL": reference_url}, 39393, "/fixed")
-        servers.append(reference)
-        profile = seed(url)
-        if args.baseline:
-            seed(ref_url)
-            references = ["/user", "/users/" + profile["id"], "/user/update"]
-        else:
-            references = ["/fixed", "/fixed", "/update"]
-        pairs = [
-            ("GET /user", (url + "/user", None), (ref_url + references[0], None)),
-            ("GET /users/{user}", (url + "/users/" + profile["id"], None), (ref_url + references[1], None)),
-            ("POST /user/update", (url + "/user/update", profile), (ref_url + references[2], profile)),
-        ]
-        results = measure(pairs, rounds, seconds)
+            services.append(("baseline", launch(service_command() + ["wsgi:app"], {
+                "USERSERVICE_DATABASE_URL": "sqlite:///%s/baseline.db" % workdir, "PYTHONPATH": baseline},
+                39395, "/.well-known/health", cwd=baseline)))
+        profile = [seed(url) for _, url in services][0]
+        endpoints = {
+            "GET /user": [(name, url + "/user", None) for name, url in services]
+            + [("flask", flask + "/fixed", None), ("raw", raw + "/", None)],
+            "GET /users/{user}": [(name, url + "/users/" + profile["id"], None) for name, url in services]
+            + [("flask", flask + "/fixed", None), ("raw", raw + "/", None)],
+            "POST /user/update": [(name, url + "/user/update", profile) for name, url in services]
+            + [("peewee", flask + "/update", profile)],
+        }
+        results = measure(endpoints, rounds, seconds)
     finally:
         for process in servers:
             process.terminate()
             process.wait()
-    print("database: %s; wrk -t2 -c16, %d rounds x %d s, medians; reference: %s" % (
-        "SQLite" if database_url.startswith("sqlite") else database_url.split("@")[-1], rounds, seconds,
-        "userservice in %s" % args.baseline if args.baseline else "bare Flask"))
+    print("database: %s; wrk -t1 -c16, %d rounds x %d s, medians; references: raw WSGI, bare Flask, "
+          "bare Flask + Peewee UPDATE (peewee)%s" % (
+              "SQLite" if database_url.startswith("sqlite") else database_url.split("@")[-1], rounds, seconds,
+              "; baseline: userservice in %s" % args.baseline if args.baseline else ""))
     print_table(results)
     print("userservice serve: first answer %.2f s after start" % startup)
 
