@@ -6,8 +6,9 @@ not what is measured), measures the workers' resident memory before and after (p
 subscriber) and their CPU while the subscribers idle, then publishes updates of the current
 user one at a time and records, for every subscriber, the delay from the moment the update's
 200 arrived (the commit is then acknowledged) to the moment the subscriber received that
-state, and the workers' CPU time (/proc/<pid>/stat) over the updates divided by the states
-delivered: the server's CPU per delivery.
+state, and the workers' CPU time (/proc/<pid>/stat) from the first update until every
+subscriber has the last one (or 30 s have passed: the rest count as missed), divided by the
+states delivered: the server's CPU per delivery.
 
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python benchmarks/stream_fanout.py                 # 100 and 1000, both protocols
@@ -23,6 +24,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import queue
 import socket
 import statistics
 import subprocess
@@ -36,6 +38,7 @@ import requests
 DEADLINE_SECONDS = 180  # how long the clients may take to connect, or to report
 IDLE_SECONDS = 3  # the window over which the workers' idle CPU is measured
 UPDATE_GAP_SECONDS = 0.2
+DELIVERY_SECONDS = 30  # how long after the last update its delivery to everyone may take
 
 
 def free_port():
@@ -101,13 +104,14 @@ async def event_subscriber(session, base, subscriber):
                 subscriber.received(line[len(b"data: "):].decode())
 
 
-def client_process(base, protocol, count, ready, stop, results):
+def client_process(base, protocol, count, last, ready, stop, results):
     """One of the client's processes: `count` subscribers, connected in batches of 100 as a
-    crowd would arrive; says when all are live, and reports their arrivals once told to stop."""
-    asyncio.run(subscribe_until_stopped(base, protocol, count, ready, stop, results))
+    crowd would arrive; says when all are live and when all have received the state named
+    `last`, and reports their arrivals once told to stop."""
+    asyncio.run(subscribe_until_stopped(base, protocol, count, last, ready, stop, results))
 
 
-async def subscribe_until_stopped(base, protocol, count, ready, stop, results):
+async def subscribe_until_stopped(base, protocol, count, last, ready, stop, results):
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -118,7 +122,10 @@ async def subscribe_until_stopped(base, protocol, count, ready, stop, results):
             batch = subscribers[start:start + 100]
             tasks += [asyncio.create_task(connect(session, base, subscriber)) for subscriber in batch]
             await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in batch)), 60)
-        ready.put(count)
+        ready.put("connected")
+        while not all(last in subscriber.arrivals for subscriber in subscribers) and not stop.is_set():
+            await asyncio.sleep(0.05)
+        ready.put("delivered")
         await asyncio.get_running_loop().run_in_executor(None, stop.wait)
         dropped = sum(task.done() for task in tasks)  # a stream that ended early: an error
         for task in tasks:
@@ -151,8 +158,9 @@ def run(base, server, protocol, count, updates, client_processes):
     context = multiprocessing.get_context("spawn")
     ready, results, stop = context.Queue(), context.Queue(), context.Event()
     shares = [count // client_processes + (1 if n < count % client_processes else 0) for n in range(client_processes)]
-    clients = [context.Process(target=client_process, args=(base, protocol, share, ready, stop, results), daemon=True)
-               for share in shares if share]
+    names = ["bench-%d-%d" % (count, number) for number in range(updates)]
+    clients = [context.Process(target=client_process, args=(base, protocol, share, names[-1], ready, stop, results),
+                               daemon=True) for share in shares if share]
     for client in clients:
         client.start()
     try:
@@ -165,13 +173,17 @@ def run(base, server, protocol, count, updates, client_processes):
         idle = (workers_cpu_seconds(server) - idle_cpu) / (time.monotonic() - idle_started)
         cpu_before, committed = workers_cpu_seconds(server), {}
         with requests.Session() as session:
-            for number in range(updates):
-                name = "bench-%d-%d" % (count, number)
+            for name in names:
                 response = session.post(base + "/user/update", json={**profile, "username": name})
                 assert response.status_code == 200, response.text
                 committed[name] = time.monotonic()
                 time.sleep(UPDATE_GAP_SECONDS)
-        time.sleep(2)
+        try:  # until every subscriber has the last state, or DELIVERY_SECONDS have passed
+            deadline = time.monotonic() + DELIVERY_SECONDS
+            for _ in clients:
+                ready.get(timeout=max(0, deadline - time.monotonic()))
+        except queue.Empty:
+            pass
         cpu = workers_cpu_seconds(server) - cpu_before
         stop.set()
         collected = [results.get(timeout=DEADLINE_SECONDS) for _ in clients]
