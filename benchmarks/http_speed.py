@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +48,13 @@ def reference_command():
 
 def service_command():
     return [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"] + QUIET
+
+
+def free_port():
+    """A port nothing listens on now (fixed ones may be another run's, on a shared machine)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def wait_healthy(url, path, process, timeout=30):
@@ -165,7 +173,7 @@ def main():
     database_url = args.database_url or "sqlite:///%s/userservice.db" % workdir
     reference_env = {"REFERENCE_DATABASE_URL": "sqlite:///%s/reference.db" % workdir}
 
-    startup = time_to_first_answer(39391, "sqlite:///%s/startup.db" % workdir)
+    startup = time_to_first_answer(free_port(), "sqlite:///%s/startup.db" % workdir)
     servers = []
     try:
         def launch(command, env, port, health, cwd=ROOT):
@@ -174,15 +182,15 @@ def main():
             return url
 
         service = launch(service_command() + ["wsgi:app"], {"USERSERVICE_DATABASE_URL": database_url},
-                         39392, "/.well-known/health")
-        flask = launch(reference_command() + ["benchmarks.reference_app:app"], reference_env, 39393, "/fixed")
-        raw = launch(reference_command() + ["benchmarks.reference_app:raw"], reference_env, 39394, "/")
+                         free_port(), "/.well-known/health")
+        flask = launch(reference_command() + ["benchmarks.reference_app:app"], reference_env, free_port(), "/fixed")
+        raw = launch(reference_command() + ["benchmarks.reference_app:raw"], reference_env, free_port(), "/")
         services = [("userservice", service)]
         if args.baseline:
             baseline = os.path.abspath(args.baseline)
             services.append(("baseline", launch(service_command() + ["wsgi:app"], {
                 "USERSERVICE_DATABASE_URL": "sqlite:///%s/baseline.db" % workdir, "PYTHONPATH": baseline},
-                39395, "/.well-known/health", cwd=baseline)))
+                free_port(), "/.well-known/health", cwd=baseline)))
         profile = [seed(url) for _, url in services][0]
         endpoints = {
             "GET /user": [(name, url + "/user", None) for name, url in services]
