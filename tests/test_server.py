@@ -13,6 +13,7 @@ import time
 import types
 
 import pytest
+from gunicorn import glogging
 
 from conftest import RunningServer, free_port
 from userservice import server
@@ -122,3 +123,12 @@ def test_server_post_worker_init_freezes_what_the_worker_built(app):
     finally:
         gc.unfreeze()
         signal.signal(signal.SIGTERM, previous)
+
+
+
+def test_server_gunicorn_leaves_the_access_log_to_the_app():
+    """gunicorn's logger, as configured, does no work for an access line (the app writes its own)."""
+    logger_class = server.gunicorn_settings(server.checked_config())["logger_class"]
+    assert issubclass(logger_class, glogging.Logger)
+    logger = logger_class.__new__(logger_class)  # nothing set up: an access line must need nothing
+    assert logger.access(None, None, {}, None) is None
