@@ -1,6 +1,8 @@
 """hub.py: fan-out to bounded queues, lag, one event for every subscriber, shutdown."""
 import pytest
 
+from wsproto.frame_protocol import FrameProtocol
+
 from userservice import hub
 from userservice.problems import ServiceUnavailable
 
@@ -81,3 +83,33 @@ def test_hub_below_the_limit_asks_no_client():
     subscribers.subscribe(1, limit=3, peer_gone=lambda: pytest.fail("asked below the limit"))
     subscribers.subscribe(1, limit=3)
     subscribers.check_room(limit=3)
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+def test_hub_websocket_frame_is_what_wsproto_sends(size):
+    """The frame built once per change is byte for byte the one wsproto would build per send."""
+    text = ("é" + "x" * size)[:max(size, 1)] if size else ""
+    protocol = FrameProtocol(client=False, extensions=[])
+    assert hub.websocket_frame(text) == protocol.send_data(text, fin=True)
+
+
+def test_hub_event_carries_its_websocket_frame_once():
+    subscribers = hub.Hub()
+    subscribers.publish(0, "null")
+    first, second = subscribers.subscribe(4, limit=10), subscribers.subscribe(4, limit=10)
+    subscribers.publish(3, '{"id":"é"}')
+    assert first.next(0).websocket is second.next(0).websocket == hub.websocket_frame('{"id":"é"}')
+
+
+def test_hub_resubscribe_keeps_the_wakeup_the_connection_sets():
+    """A WebSocket's reader sets its subscription's `arrived` when the client sends or closes;
+    the subscription replacing a lagging one must be woken by it too."""
+    subscribers = hub.Hub()
+    subscribers.publish(0, "null")
+    lagging = subscribers.subscribe(1, limit=10)
+    subscribers.publish(1, "a")
+    subscribers.publish(2, "b")
+    fresh = subscribers.resubscribe(lagging)
+    assert fresh.arrived is lagging.arrived
+    fresh.arrived.set()
+    assert fresh.next(5) is None  # woken at once, with nothing queued

@@ -6,6 +6,7 @@ the follower, and its handler decides what it is told instead (see api/stream.py
 """
 import collections
 import logging
+import struct
 import threading
 
 from .problems import ServiceUnavailable
@@ -22,13 +23,29 @@ def never_gone():
     return False
 
 
+def websocket_frame(text):
+    """One unfragmented, unmasked WebSocket text frame (RFC 6455 section 5.2), as a server
+    sends it without extensions (permessage-deflate is not negotiated, see api/stream.py)."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
+
+
 class Event(collections.namedtuple("Event", "seq state")):
-    """One committed state as every subscriber receives it: the same object, its JSON and its
-    Server-Sent Events frame encoded once, however many subscribers send it."""
+    """One committed state as every subscriber receives it: the same object, its JSON, its
+    Server-Sent Events frame and its WebSocket frame encoded once, however many subscribers
+    send it."""
 
     def __new__(cls, seq, state):
         event = super().__new__(cls, seq, state)
         event.sse = ("id: %d\ndata: %s\n\n" % (seq, state)).encode()
+        event.websocket = websocket_frame(state)
         return event
 
 
@@ -36,15 +53,17 @@ class Subscription:
     """One subscriber's view of the feed: the state it started from, then changes in order.
 
     Exactly one handler consumes it; the hub's publishing thread produces into it.
-    `peer_gone` tells whether its client has gone (see peers.py).
+    `peer_gone` tells whether its client has gone (see peers.py). `arrived` wakes the handler;
+    its connection may set it too (a WebSocket's client message or close), and a subscription
+    that replaces a lagging one keeps it.
     """
 
-    def __init__(self, seq, state, size, peer_gone=never_gone):
+    def __init__(self, seq, state, size, peer_gone=never_gone, arrived=None):
         self.seq, self.state = seq, state  # the starting point
         self.size = size
         self.peer_gone = peer_gone
         self.events = collections.deque()
-        self.arrived = threading.Event()
+        self.arrived = threading.Event() if arrived is None else arrived
         self.lagging = False  # set once a change did not fit: the subscriber has missed it
         self.closed = False
         self.dropped = False  # set once its client was found gone
@@ -64,9 +83,10 @@ class Subscription:
         self.dropped = True
         self.arrived.set()
 
-    def next(self, timeout):
-        """The next Event, None after `timeout` seconds without one (or once
-        lagging), CLOSED when the hub has shut down, GONE once the client was found gone."""
+    def next(self, timeout=None):
+        """The next Event; None after `timeout` seconds without one (None: no timeout), once
+        lagging, or when woken by the connection; CLOSED when the hub has shut down, GONE once
+        the client was found gone."""
         if not (self.events or self.closed or self.lagging or self.dropped):
             self.arrived.wait(timeout)
             self.arrived.clear()  # an offer racing this clear has already appended its event
@@ -163,7 +183,7 @@ class Hub:
         """A fresh subscription from the latest state, for a subscriber that fell behind."""
         with self.lock:
             self.subscribers.discard(subscription)
-            fresh = Subscription(*self.latest, subscription.size, subscription.peer_gone)
+            fresh = Subscription(*self.latest, subscription.size, subscription.peer_gone, subscription.arrived)
             if self.closed:
                 fresh.end()
             else:
