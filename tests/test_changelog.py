@@ -160,3 +160,20 @@ def test_follower_at_the_edge_of_a_pruned_log(short_log, client, service, behind
     follower.catch_up()
     expected = [last] if announces_current_state else list(range(oldest, last + 1))
     assert [event.seq for event in drain(subscription)] == expected
+
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # PostgreSQL has no counter
+def test_follower_on_sqlite_polls_the_commit_counter_not_the_database(service, other_process, monkeypatch):
+    """An idle poll costs a memory read; a commit by any process is read at the next poll."""
+    follower = changelog.Follower(service.change_log, hub.Hub(), poll_interval=0.01, metrics=service.metrics)
+    follower.catch_up()
+    subscription = follower.hub.subscribe(64, limit=10)
+    with monkeypatch.context() as patched:
+        patched.setattr(service.storage.statements.last_seq, "scalar",
+                        lambda *args, **kwargs: pytest.fail("an idle poll read the log"))
+        for _ in range(3):
+            follower.catch_up()
+    other_process("auth0|elsewhere")
+    follower.catch_up()
+    assert '"auth0|elsewhere"' in drain(subscription)[-1].state

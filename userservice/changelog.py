@@ -93,6 +93,12 @@ class ChangeLog:
         if last // every != first // every:
             self.storage.statements.prune.execute(self.storage.database, through=last - self.keep)
 
+    def commit_count(self):
+        """SQLite's commit counter (moved after every commit in any process, read with no
+        connection), or None on PostgreSQL, which has none."""
+        counter = self.storage.counter
+        return None if counter is None else counter.read()
+
     def last_seq(self):
         with self.storage.connection():
             return self.storage.statements.last_seq.scalar(self.storage.database)
@@ -236,6 +242,7 @@ class Follower:
         self.thread = None
         self.start_lock = threading.Lock()
         self.seq = None  # the last seq read from the log
+        self.read_at = None  # (commit count, seq) when the log was last read
         self.stopping = False
 
     def wake(self):
@@ -295,7 +302,16 @@ class Follower:
                 wait()
 
     def catch_up(self):
-        """Publish every streamed change after the last seq read."""
+        """Publish every streamed change after the last seq read. On SQLite a poll finds
+        whether anything was committed since the last read from the commit counter, without
+        a connection: the count is read before the log, so a commit it missed moves it."""
+        count = self.log.commit_count()
+        if count is not None and (count, self.seq) == self.read_at:
+            return
+        self.read_from_log()
+        self.read_at = (count, self.seq)
+
+    def read_from_log(self):
         if self.seq is None:
             self.restart()
             return
