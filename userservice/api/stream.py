@@ -67,8 +67,12 @@ class WholeFrames:
         self.sending = threading.Lock()
 
     def send(self, data):
+        """sendall's loop without sendall: gevent's asks the kernel for the send buffer's size
+        before every call, a system call per frame sent."""
         with self.sending:
-            self.sock.sendall(data)
+            view = memoryview(data)
+            while view:
+                view = view[self.sock.send(view):]
         return len(data)
 
     def __getattr__(self, name):
