@@ -113,3 +113,16 @@ def test_hub_resubscribe_keeps_the_wakeup_the_connection_sets():
     assert fresh.arrived is lagging.arrived
     fresh.arrived.set()
     assert fresh.next(5) is None  # woken at once, with nothing queued
+
+
+def test_hub_beat_reaches_only_subscribers_sent_heartbeats_after_their_changes():
+    subscribers = hub.Hub()
+    subscribers.publish(0, "null")
+    sse, websocket = subscribers.subscribe(4, limit=10, beats=True), subscribers.subscribe(4, limit=10)
+    subscribers.publish(1, "a")
+    subscribers.beat()
+    assert sse.next(0).seq == 1 and sse.next(0) is hub.KEEP_ALIVE and sse.next(0) is None
+    assert websocket.next(0).seq == 1 and websocket.next(0) is None
+    fresh = subscribers.resubscribe(sse)
+    subscribers.beat()
+    assert fresh.next(0) is hub.KEEP_ALIVE

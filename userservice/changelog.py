@@ -233,11 +233,13 @@ class Follower:
     gevent has patched threading, when gunicorn forks workers from a master).
     """
 
-    def __init__(self, change_log, hub, poll_interval, metrics):
+    def __init__(self, change_log, hub, poll_interval, metrics, heartbeat_interval=None):
         self.log = change_log
         self.hub = hub
         self.metrics = metrics
         self.poll_interval = poll_interval
+        self.heartbeat_interval = heartbeat_interval  # None: no heartbeats
+        self.next_beat = None
         self.wakeup = threading.Event()
         self.thread = None
         self.start_lock = threading.Lock()
@@ -248,7 +250,7 @@ class Follower:
     def wake(self):
         self.wakeup.set()
 
-    def subscribe(self, size, limit, peer_gone):
+    def subscribe(self, size, limit, peer_gone, beats=False):
         """A new subscription that starts from everything committed before this call: a
         subscriber that connects after a write was acknowledged, by any process, starts with it."""
         self.ensure_started()
@@ -257,7 +259,7 @@ class Follower:
         if not self.hub.wait_until(committed, CATCH_UP_SECONDS):
             raise ServiceUnavailable("The change feed is not following the database; try again "
                                      "shortly.", RETRY_SECONDS)
-        return self.hub.subscribe(size, limit, peer_gone)
+        return self.hub.subscribe(size, limit, peer_gone, beats)
 
     def watch(self, limit):
         """A stream fed no changes (hub.watch). The follower is started all the same: stopping
@@ -299,7 +301,19 @@ class Follower:
         with self.log.waiter(self.wakeup, self.poll_interval) as wait:
             while not self.stopping:
                 self.catch_up()
+                self.beat_when_due()
                 wait()
+
+    def beat_when_due(self):
+        """Every heartbeat_interval, as near as the waits allow (SQLite: the poll interval;
+        PostgreSQL: at most SAFETY_NET_POLL_SECONDS late), the hub's heartbeat."""
+        if self.heartbeat_interval is None:
+            return
+        now = time.monotonic()
+        if self.next_beat is None or now >= self.next_beat:
+            if self.next_beat is not None:
+                self.hub.beat()
+            self.next_beat = now + self.heartbeat_interval
 
     def catch_up(self):
         """Publish every streamed change after the last seq read. On SQLite a poll finds

@@ -29,7 +29,8 @@ class UserService:
         self.storage = Storage(config["DATABASE_URL"], config["DATABASE_MAX_CONNECTIONS"], metrics)
         self.change_log = ChangeLog(self.storage, config["CHANGE_LOG_KEEP"])
         self.hub = Hub()
-        self.follower = Follower(self.change_log, self.hub, config["STREAM_POLL_INTERVAL"], metrics)
+        self.follower = Follower(self.change_log, self.hub, config["STREAM_POLL_INTERVAL"], metrics,
+                                 config["STREAM_HEARTBEAT_INTERVAL"])
         self.commits = GroupCommit(self.storage, self.change_log, on_commit=self.committed)
         self.profiles = Profiles(self.storage)
         self.read_cache = ReadCache(self.storage)

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 CLOSED = object()  # what `Subscription.next` returns once the hub has shut down
 GONE = object()  # what `Subscription.next` returns once the subscriber's client was found gone
+KEEP_ALIVE = object()  # what `Subscription.next` returns when a heartbeat is due (`Hub.beat`)
 RETRY_SECONDS = 5  # what a refused subscriber is told to wait
 
 
@@ -58,10 +59,12 @@ class Subscription:
     that replaces a lagging one keeps it.
     """
 
-    def __init__(self, seq, state, size, peer_gone=never_gone, arrived=None):
+    def __init__(self, seq, state, size, peer_gone=never_gone, arrived=None, beats=False):
         self.seq, self.state = seq, state  # the starting point
         self.size = size
         self.peer_gone = peer_gone
+        self.beats = beats  # whether it is sent heartbeats (Server-Sent Events are)
+        self.beat_due = False
         self.events = collections.deque()
         self.arrived = threading.Event() if arrived is None else arrived
         self.lagging = False  # set once a change did not fit: the subscriber has missed it
@@ -79,22 +82,31 @@ class Subscription:
         self.closed = True
         self.arrived.set()
 
+    def keep_alive(self):
+        self.beat_due = True
+        self.arrived.set()
+
     def drop(self):
         self.dropped = True
         self.arrived.set()
 
     def next(self, timeout=None):
-        """The next Event; None after `timeout` seconds without one (None: no timeout), once
-        lagging, or when woken by the connection; CLOSED when the hub has shut down, GONE once
-        the client was found gone."""
-        if not (self.events or self.closed or self.lagging or self.dropped):
+        """The next Event; KEEP_ALIVE when a heartbeat is due and no Event is; None after
+        `timeout` seconds without either (None: no timeout), once lagging, or when woken by
+        the connection; CLOSED when the hub has shut down, GONE once the client was found gone."""
+        if not (self.events or self.closed or self.lagging or self.dropped or self.beat_due):
             self.arrived.wait(timeout)
             self.arrived.clear()  # an offer racing this clear has already appended its event
         if self.dropped:
             return GONE
         if self.closed:
             return CLOSED
-        return self.events.popleft() if self.events else None
+        if self.events:
+            return self.events.popleft()
+        if self.beat_due:
+            self.beat_due = False
+            return KEEP_ALIVE
+        return None
 
 
 class Hub:
@@ -118,6 +130,14 @@ class Hub:
                 subscription.offer(event)
             self.moved.notify_all()
 
+    def beat(self):
+        """A heartbeat for every subscriber that is sent them: one timer for all of them (the
+        follower's), instead of one per subscriber re-armed at every change it is sent."""
+        with self.lock:
+            for subscription in self.subscribers:
+                if subscription.beats:
+                    subscription.keep_alive()
+
     def advance(self, seq):
         """Record that changes up to seq were read, though none of them was streamed."""
         with self.lock:
@@ -130,11 +150,11 @@ class Hub:
             return self.moved.wait_for(lambda: self.latest is not None and self.latest[0] >= seq,
                                        timeout)
 
-    def subscribe(self, size, limit, peer_gone=never_gone):
+    def subscribe(self, size, limit, peer_gone=never_gone, beats=False):
         self.make_room(limit)
         with self.lock:
             self.refuse_when_full(limit)
-            subscription = Subscription(*self.latest, size, peer_gone)
+            subscription = Subscription(*self.latest, size, peer_gone, beats=beats)
             self.subscribers.add(subscription)
             return subscription
 
@@ -183,7 +203,8 @@ class Hub:
         """A fresh subscription from the latest state, for a subscriber that fell behind."""
         with self.lock:
             self.subscribers.discard(subscription)
-            fresh = Subscription(*self.latest, subscription.size, subscription.peer_gone, subscription.arrived)
+            fresh = Subscription(*self.latest, subscription.size, subscription.peer_gone, subscription.arrived,
+                                 subscription.beats)
             if self.closed:
                 fresh.end()
             else:
