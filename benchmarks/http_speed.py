@@ -38,10 +38,11 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 QUIET = ["--log-level", "warning"]
 
 
-def reference_command():
-    """gunicorn for a reference app, with what gunicorn.conf.py gives userservice."""
+def reference_command(config_file):
+    """gunicorn for a reference app, with the settings gunicorn.conf.py gives userservice,
+    but not its hooks (`config_file`: an empty one, instead of the working directory's)."""
     settings = server.gunicorn_settings(server.checked_config())
-    return [sys.executable, "-m", "gunicorn", "-k", settings["worker_class"], "-w", str(settings["workers"]),
+    return [sys.executable, "-m", "gunicorn", "-c", config_file, "-k", settings["worker_class"], "-w", str(settings["workers"]),
             "--worker-connections", str(settings["worker_connections"]), "--keep-alive",
             str(settings["keepalive"]), "--timeout", str(settings["timeout"]), "--no-control-socket"] + QUIET
 
@@ -94,9 +95,24 @@ def time_to_first_answer(port, database_url):
     return elapsed
 
 
-def wrk(url, seconds, body=None):
-    """One wrk run: 1 thread, 16 connections; returns (requests/s, p50 ms, p99 ms)."""
+def workers_cpu_seconds(master):
+    """User + system CPU time a gunicorn master's workers have used so far (/proc)."""
+    with open("/proc/%d/task/%d/children" % (master.pid, master.pid)) as children:
+        pids = children.read().split()
+    total = 0
+    for pid in pids:
+        with open("/proc/%s/stat" % pid) as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url, seconds, body, server):
+    """One wrk run: 1 thread, 16 connections; returns (requests/s, p50 ms, p99 ms, the
+    server's CPU µs per request). CPU per request hardly depends on what else runs on the
+    machine, unlike requests/s and the tail."""
     command = ["wrk", "-t1", "-c16", "-d%ds" % seconds, "--latency", url]
+    cpu_before = workers_cpu_seconds(server)
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         if body is not None:
             script.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
@@ -104,13 +120,15 @@ def wrk(url, seconds, body=None):
             script.flush()
             command[1:1] = ["-s", script.name]
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    cpu = workers_cpu_seconds(server) - cpu_before
     if re.search(r"Non-2xx or 3xx responses: (\d+)", output):
         sys.exit("wrk saw errors from %s:\n%s" % (url, output))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     percentiles = {p: float(v) * UNITS[u] for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)}
     if len(percentiles) != 2:
         sys.exit("could not read wrk's latency percentiles:\n" + output)
-    return rps, percentiles["50"], percentiles["99"]
+    answered = int(re.search(r"(\d+) requests in", output).group(1))
+    return rps, percentiles["50"], percentiles["99"], cpu / answered * 1e6
 
 
 def seed(url):
@@ -123,14 +141,14 @@ def seed(url):
 
 def measure(endpoints, rounds, seconds):
     """Every endpoint's contenders in turn, the order rotating each round; medians of each
-    figure per contender. `endpoints`: {name: [(contender, url, body), ...]}."""
-    runs = {name: {contender: [] for contender, _, _ in contenders} for name, contenders in endpoints.items()}
+    figure per contender. `endpoints`: {name: [(contender, url, body, server process), ...]}."""
+    runs = {name: {contender[0]: [] for contender in contenders} for name, contenders in endpoints.items()}
     for round_number in range(rounds):
         for name, contenders in endpoints.items():
             shift = round_number % len(contenders)
-            for contender, url, body in contenders[shift:] + contenders[:shift]:
-                runs[name][contender].append(wrk(url, seconds, body))
-    return {name: {contender: (tuple(statistics.median(run[i] for run in results) for i in range(3)),
+            for contender, url, body, process in contenders[shift:] + contenders[:shift]:
+                runs[name][contender].append(wrk(url, seconds, body, process))
+    return {name: {contender: (tuple(statistics.median(run[i] for run in results) for i in range(4)),
                                spread(results))
                    for contender, results in by_contender.items()}
             for name, by_contender in runs.items()}
@@ -138,23 +156,24 @@ def measure(endpoints, rounds, seconds):
 
 def spread(results):
     """How far apart the rounds' requests/s were: (max - min) / median."""
-    rates = [rps for rps, _, _ in results]
+    rates = [run[0] for run in results]
     return (max(rates) - min(rates)) / statistics.median(rates)
 
 
 def print_table(results):
-    """One line per endpoint and contender; ratios of requests/s (and p99 x: p99 over the
-    reference's p99) to the references measured in the same run."""
-    print("%-19s %-12s %8s %7s %8s %7s  %s" % ("endpoint", "contender", "req/s", "p50 ms", "p99 ms",
-                                               "spread", "ratios (req/s; p99 x)"))
+    """One line per endpoint and contender; to each reference measured in the same run:
+    the ratio of requests/s, and this one's p99 and CPU per request over the reference's."""
+    print("%-19s %-12s %7s %7s %8s %7s %7s  %s" % ("endpoint", "contender", "req/s", "p50 ms", "p99 ms",
+                                                   "CPU us", "spread", "to: req/s ratio, p99 x, CPU x"))
     for name, contenders in results.items():
         references = [c for c in contenders if c in ("raw", "flask", "baseline", "peewee")]
-        for contender, ((rps, p50, p99), rounds_spread) in contenders.items():
-            ratios = ["%s %.2f; %.2fx" % (reference, rps / contenders[reference][0][0], p99 / contenders[reference][0][2])
+        for contender, ((rps, p50, p99, cpu), rounds_spread) in contenders.items():
+            ratios = ["%s %.2f %.2fx %.2fx" % (reference, rps / contenders[reference][0][0],
+                                                p99 / contenders[reference][0][2], cpu / contenders[reference][0][3])
                       for reference in references if reference != contender and contender not in ("raw", "peewee")
                       and not (contender == "flask" and reference == "baseline")]
-            print("%-19s %-12s %8.0f %7.2f %8.2f %6.0f%%  %s" % (
-                name, contender, rps, p50, p99, rounds_spread * 100, "   ".join(ratios)))
+            print("%-19s %-12s %7.0f %7.2f %8.2f %7.0f %6.0f%%  %s" % (
+                name, contender, rps, p50, p99, cpu, rounds_spread * 100, "   ".join(ratios)))
 
 
 def main():
@@ -177,28 +196,33 @@ def main():
     servers = []
     try:
         def launch(command, env, port, health, cwd=ROOT):
+            """(its URL, its gunicorn master process)"""
             process, url = start(command, env, port, health, cwd)
             servers.append(process)
-            return url
+            return url, process
 
+        no_hooks = os.path.join(workdir, "reference.conf.py")
+        open(no_hooks, "w").close()
         service = launch(service_command() + ["wsgi:app"], {"USERSERVICE_DATABASE_URL": database_url},
                          free_port(), "/.well-known/health")
-        flask = launch(reference_command() + ["benchmarks.reference_app:app"], reference_env, free_port(), "/fixed")
-        raw = launch(reference_command() + ["benchmarks.reference_app:raw"], reference_env, free_port(), "/")
+        flask = launch(reference_command(no_hooks) + ["benchmarks.reference_app:app"], reference_env, free_port(),
+                       "/fixed")
+        raw = launch(reference_command(no_hooks) + ["benchmarks.reference_app:raw"], reference_env, free_port(), "/")
         services = [("userservice", service)]
         if args.baseline:
             baseline = os.path.abspath(args.baseline)
             services.append(("baseline", launch(service_command() + ["wsgi:app"], {
                 "USERSERVICE_DATABASE_URL": "sqlite:///%s/baseline.db" % workdir, "PYTHONPATH": baseline},
                 free_port(), "/.well-known/health", cwd=baseline)))
-        profile = [seed(url) for _, url in services][0]
+        profile = [seed(url) for _, (url, _process) in services][0]
         endpoints = {
-            "GET /user": [(name, url + "/user", None) for name, url in services]
-            + [("flask", flask + "/fixed", None), ("raw", raw + "/", None)],
-            "GET /users/{user}": [(name, url + "/users/" + profile["id"], None) for name, url in services]
-            + [("flask", flask + "/fixed", None), ("raw", raw + "/", None)],
-            "POST /user/update": [(name, url + "/user/update", profile) for name, url in services]
-            + [("peewee", flask + "/update", profile)],
+            "GET /user": [(name, url + "/user", None, process) for name, (url, process) in services]
+            + [("flask", flask[0] + "/fixed", None, flask[1]), ("raw", raw[0] + "/", None, raw[1])],
+            "GET /users/{user}": [(name, url + "/users/" + profile["id"], None, process)
+                                  for name, (url, process) in services]
+            + [("flask", flask[0] + "/fixed", None, flask[1]), ("raw", raw[0] + "/", None, raw[1])],
+            "POST /user/update": [(name, url + "/user/update", profile, process) for name, (url, process) in services]
+            + [("peewee", flask[0] + "/update", profile, flask[1])],
         }
         results = measure(endpoints, rounds, seconds)
     finally:
