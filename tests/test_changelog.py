@@ -1,7 +1,6 @@
 """changelog.py: what wakes a follower on each backend, the PostgreSQL listener, pruning,
 and a follower that reads the log at (or past) the edge of what was pruned."""
 import threading
-import time
 from urllib.parse import unquote
 
 import pytest
@@ -179,14 +178,3 @@ def test_follower_on_sqlite_polls_the_commit_counter_not_the_database(service, o
     follower.catch_up()
     assert '"auth0|elsewhere"' in drain(subscription)[-1].state
 
-
-def test_follower_beats_the_hub_every_heartbeat_interval(service):
-    follower = changelog.Follower(service.change_log, hub.Hub(), poll_interval=0.01, metrics=service.metrics,
-                                  heartbeat_interval=0.05)
-    follower.catch_up()
-    subscription = follower.hub.subscribe(4, limit=10, beats=True)
-    follower.beat_when_due()  # the first call starts the interval
-    assert subscription.next(0) is None
-    time.sleep(0.06)
-    follower.beat_when_due()
-    assert subscription.next(0) is hub.KEEP_ALIVE

@@ -126,3 +126,18 @@ def test_hub_beat_reaches_only_subscribers_sent_heartbeats_after_their_changes()
     fresh = subscribers.resubscribe(sse)
     subscribers.beat()
     assert fresh.next(0) is hub.KEEP_ALIVE
+
+
+def test_hub_heartbeat_beats_every_interval_until_stopped():
+    subscribers = hub.Hub()
+    subscribers.publish(0, "null")
+    sse = subscribers.subscribe(4, limit=10, beats=True)
+    heartbeat = hub.Heartbeat(subscribers, 0.05)
+    heartbeat.start()
+    try:
+        assert sse.next(5) is hub.KEEP_ALIVE
+        assert sse.next(5) is hub.KEEP_ALIVE
+    finally:
+        heartbeat.stop()
+        heartbeat.join(5)
+    assert not heartbeat.thread.is_alive()

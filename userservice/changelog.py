@@ -233,13 +233,12 @@ class Follower:
     gevent has patched threading, when gunicorn forks workers from a master).
     """
 
-    def __init__(self, change_log, hub, poll_interval, metrics, heartbeat_interval=None):
+    def __init__(self, change_log, hub, poll_interval, metrics, heartbeat=None):
         self.log = change_log
         self.hub = hub
         self.metrics = metrics
         self.poll_interval = poll_interval
-        self.heartbeat_interval = heartbeat_interval  # None: no heartbeats
-        self.next_beat = None
+        self.heartbeat = heartbeat  # the hub's (hub.Heartbeat), started and stopped with this
         self.wakeup = threading.Event()
         self.thread = None
         self.start_lock = threading.Lock()
@@ -272,12 +271,16 @@ class Follower:
         signal handler may call it whatever the interrupted code holds."""
         self.stopping = True
         self.wakeup.set()
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
 
     def close(self, timeout=5):
         """Stop and wait for the thread, so that it does not outlive the app's database."""
         self.stop()
         if self.thread is not None:
             self.thread.join(timeout)
+        if self.heartbeat is not None:
+            self.heartbeat.join(timeout)
 
     def running(self):
         return self.thread is not None and self.thread.is_alive() and not self.stopping
@@ -285,6 +288,8 @@ class Follower:
     def ensure_started(self):
         with self.start_lock:
             if self.thread is None:
+                if self.heartbeat is not None:
+                    self.heartbeat.start()
                 self.thread = threading.Thread(target=self.run, name="userservice-feed", daemon=True)
                 self.thread.start()
 
@@ -301,19 +306,7 @@ class Follower:
         with self.log.waiter(self.wakeup, self.poll_interval) as wait:
             while not self.stopping:
                 self.catch_up()
-                self.beat_when_due()
                 wait()
-
-    def beat_when_due(self):
-        """Every heartbeat_interval, as near as the waits allow (SQLite: the poll interval;
-        PostgreSQL: at most SAFETY_NET_POLL_SECONDS late), the hub's heartbeat."""
-        if self.heartbeat_interval is None:
-            return
-        now = time.monotonic()
-        if self.next_beat is None or now >= self.next_beat:
-            if self.next_beat is not None:
-                self.hub.beat()
-            self.next_beat = now + self.heartbeat_interval
 
     def catch_up(self):
         """Publish every streamed change after the last seq read. On SQLite a poll finds

@@ -109,6 +109,33 @@ class Subscription:
         return None
 
 
+class Heartbeat:
+    """One timer for every subscriber that is sent heartbeats, instead of one per subscriber
+    re-armed at every change it is sent: a thread that beats the hub every `interval` seconds
+    until stopped, whatever the database does meanwhile."""
+
+    def __init__(self, hub, interval):
+        self.hub, self.interval = hub, interval
+        self.stopped = threading.Event()
+        self.thread = None
+
+    def start(self):
+        self.thread = threading.Thread(target=self.run, name="userservice-heartbeat", daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stopped.wait(self.interval):
+            self.hub.beat()
+
+    def stop(self):
+        """Takes no lock: a signal handler may call it."""
+        self.stopped.set()
+
+    def join(self, timeout):
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+
 class Hub:
     """This app's subscribers in this process, and the latest (seq, state) read from the log."""
 
@@ -131,8 +158,7 @@ class Hub:
             self.moved.notify_all()
 
     def beat(self):
-        """A heartbeat for every subscriber that is sent them: one timer for all of them (the
-        follower's), instead of one per subscriber re-armed at every change it is sent."""
+        """A heartbeat for every subscriber that is sent them (see Heartbeat)."""
         with self.lock:
             for subscription in self.subscribers:
                 if subscription.beats:
