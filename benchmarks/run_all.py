@@ -1,5 +1,6 @@
-"""Every benchmark, one after the other: HTTP speed beside the bare-Flask reference, then the
-stream fan-out.
+"""Every benchmark, one after the other: HTTP speed beside the references (a raw WSGI callable
+and bare Flask), then the stream fan-out (latency, server CPU per delivery, memory per idle
+subscriber).
 
     .venv/bin/pip install -e '.[bench]'   # aiohttp for the stream clients; wrk from Debian
     .venv/bin/python benchmarks/run_all.py [--quick]

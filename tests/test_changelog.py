@@ -308,3 +308,21 @@ def test_follower_publishes_every_streamed_change_once_in_order_however_announce
     expected = service.change_log.read_after(start, up_to=last).changes
     assert follower.seq == last
     assert [(event.seq, event.state) for event in drain(subscription)] == expected
+
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # PostgreSQL has no counter
+def test_follower_on_sqlite_polls_the_commit_counter_not_the_database(service, other_process, monkeypatch):
+    """An idle poll costs a memory read; a commit by any process is read at the next poll."""
+    follower = changelog.Follower(service.change_log, hub.Hub(), poll_interval=0.01, metrics=service.metrics)
+    follower.catch_up()
+    subscription = follower.hub.subscribe(64, limit=10)
+    with monkeypatch.context() as patched:
+        patched.setattr(service.storage.statements.last_seq, "scalar",
+                        lambda *args, **kwargs: pytest.fail("an idle poll read the log"))
+        for _ in range(3):
+            follower.catch_up()
+    other_process("auth0|elsewhere")
+    follower.catch_up()
+    assert '"auth0|elsewhere"' in drain(subscription)[-1].state
+

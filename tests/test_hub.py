@@ -4,6 +4,8 @@ import time
 
 import pytest
 
+from wsproto.frame_protocol import FrameProtocol
+
 from userservice import hub
 from userservice.problems import ServiceUnavailable
 
@@ -183,3 +185,61 @@ def test_hub_full_of_watchers_and_the_dead_frees_the_dead():
     dead = subscribers.subscribe(4, limit=2, peer_gone=lambda: True)
     subscribers.subscribe(4, limit=2)  # the watcher and the dead fill the hub: the dead make room
     assert dead.next(0) is hub.GONE
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+def test_hub_websocket_frame_is_what_wsproto_sends(size):
+    """The frame built once per change is byte for byte the one wsproto would build per send."""
+    text = ("é" + "x" * size)[:max(size, 1)] if size else ""
+    protocol = FrameProtocol(client=False, extensions=[])
+    assert hub.websocket_frame(text) == protocol.send_data(text, fin=True)
+
+
+def test_hub_event_carries_its_websocket_frame_once():
+    subscribers = hub.Hub()
+    subscribers.publish(0, "null")
+    first, second = subscribers.subscribe(4, limit=10), subscribers.subscribe(4, limit=10)
+    subscribers.publish(3, '{"id":"é"}')
+    assert first.next(0).websocket is second.next(0).websocket == hub.websocket_frame('{"id":"é"}')
+
+
+def test_hub_resubscribe_keeps_the_wakeup_the_connection_sets():
+    """A WebSocket's reader sets its subscription's `arrived` when the client sends or closes;
+    the subscription replacing a lagging one must be woken by it too."""
+    subscribers = hub.Hub()
+    subscribers.publish(0, "null")
+    lagging = subscribers.subscribe(1, limit=10)
+    subscribers.publish(1, "a")
+    subscribers.publish(2, "b")
+    fresh = subscribers.resubscribe(lagging)
+    assert fresh.arrived is lagging.arrived
+    fresh.arrived.set()
+    assert fresh.next(5) is None  # woken at once, with nothing queued
+
+
+def test_hub_beat_reaches_only_subscribers_sent_heartbeats_after_their_changes():
+    subscribers = hub.Hub()
+    subscribers.publish(0, "null")
+    sse, websocket = subscribers.subscribe(4, limit=10, beats=True), subscribers.subscribe(4, limit=10)
+    subscribers.publish(1, "a")
+    subscribers.beat()
+    assert sse.next(0).seq == 1 and sse.next(0) is hub.KEEP_ALIVE and sse.next(0) is None
+    assert websocket.next(0).seq == 1 and websocket.next(0) is None
+    fresh = subscribers.resubscribe(sse)
+    subscribers.beat()
+    assert fresh.next(0) is hub.KEEP_ALIVE
+
+
+def test_hub_heartbeat_beats_every_interval_until_stopped():
+    subscribers = hub.Hub()
+    subscribers.publish(0, "null")
+    sse = subscribers.subscribe(4, limit=10, beats=True)
+    heartbeat = hub.Heartbeat(subscribers, 0.05)
+    heartbeat.start()
+    try:
+        assert sse.next(5) is hub.KEEP_ALIVE
+        assert sse.next(5) is hub.KEEP_ALIVE
+    finally:
+        heartbeat.stop()
+        heartbeat.join(5)
+    assert not heartbeat.thread.is_alive()

@@ -1,17 +1,22 @@
 """server.py and gunicorn.conf.py: `userservice serve` and plain `gunicorn wsgi:app` start the
 same way (bind, worker class, hooks), refuse a busy port or an unreachable database with one
 line and a non-zero exit, and stop at once with streams open."""
+import gc
 import http.client
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import types
 
 import pytest
+from gunicorn import glogging
 
 from conftest import RunningServer, free_port
+from userservice import server
 from userservice.server import port_problem
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,3 +110,25 @@ def test_gunicorn_wsgi_app_answers_on_39300_and_stops_within_2_s_with_a_stream_o
         output = server.stop()
     assert "database: %s" % sqlite_url[len("sqlite:///"):] in output
     assert "on http://127.0.0.1:39300 (gevent, 2 workers)" in output
+
+
+def test_server_post_worker_init_freezes_what_the_worker_built(app):
+    """After the app is built, the collector is told to leave its objects alone (gc.freeze)."""
+    worker = types.SimpleNamespace(log=logging.getLogger("test"), pid=os.getpid(), wsgi=app)
+    previous = signal.getsignal(signal.SIGTERM)
+    gc.unfreeze()
+    try:
+        server.post_worker_init(worker)
+        assert gc.get_freeze_count() > 10000
+    finally:
+        gc.unfreeze()
+        signal.signal(signal.SIGTERM, previous)
+
+
+
+def test_server_gunicorn_leaves_the_access_log_to_the_app():
+    """gunicorn's logger, as configured, does no work for an access line (the app writes its own)."""
+    logger_class = server.gunicorn_settings(server.checked_config())["logger_class"]
+    assert issubclass(logger_class, glogging.Logger)
+    logger = logger_class.__new__(logger_class)  # nothing set up: an access line must need nothing
+    assert logger.access(None, None, {}, None) is None

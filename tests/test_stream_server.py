@@ -621,4 +621,4 @@ def test_health_stream_counts_against_the_stream_limit(serve, database_url):
             assert error.value.status_code == 503
         finally:
             ws.close()
-        time.sleep(1.5)  # the handler notices the close within WS_POLL_SECONDS and frees the slot
+        time.sleep(1.5)  # the handler, woken by the close, frees the slot

@@ -1,7 +1,7 @@
 """userservice: the Pieces OS User and Users API as a Flask application."""
 from flask import Flask
 
-from . import errors, extension, guards, logs, metrics, openapi, pages
+from . import errors, extension, fast_reads, guards, logs, metrics, openapi, pages
 from .api import allocations, os as os_api, stream, user, users, wellknown
 from .config import configure
 from .version import VERSION as __version__
@@ -10,10 +10,11 @@ __all__ = ["__version__", "configure", "create_app", "init_app"]
 
 
 def create_app(test_config=None):
-    """Build the application and wire everything into it."""
+    """Build the application and wire everything into it, the hot reads' fast path in front."""
     app = Flask(__name__, static_folder=None)  # the pages blueprint serves static/, guarded
     configure(app, test_config)
     init_app(app)
+    fast_reads.init_app(app)
     return app
 
 

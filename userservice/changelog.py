@@ -111,6 +111,12 @@ class ChangeLog:
         if last // every != first // every:
             self.storage.statements.prune.execute(self.storage.database, through=last - self.keep)
 
+    def commit_count(self):
+        """SQLite's commit counter (moved after every commit in any process, read with no
+        connection), or None on PostgreSQL, which has none."""
+        counter = self.storage.counter
+        return None if counter is None else counter.read()
+
     def last_seq(self):
         with self.storage.connection():
             return self.storage.statements.last_seq.scalar(self.storage.database)
@@ -174,16 +180,18 @@ class Follower:
     gevent has patched threading, when gunicorn forks workers from a master).
     """
 
-    def __init__(self, change_log, hub, poll_interval, metrics, relay=None):
+    def __init__(self, change_log, hub, poll_interval, metrics, heartbeat=None, relay=None):
         self.log = change_log
         self.relay = relay  # the instance's feed relay socket, or None to LISTEN itself
         self.hub = hub
         self.metrics = metrics
         self.poll_interval = poll_interval
+        self.heartbeat = heartbeat  # the hub's (hub.Heartbeat), started and stopped with this
         self.wakeup = threading.Event()
         self.thread = None
         self.start_lock = threading.Lock()
         self.seq = None  # the last seq read from the log
+        self.read_at = None  # (commit count, seq) when the log was last read
         self.stopping = False
         self.announced = collections.deque()  # Announcements not yet followed, oldest first
         self.must_read = True  # something woke it that no announcement explains
@@ -200,7 +208,7 @@ class Follower:
         """A payload from the relay: a NOTIFY's, or anything else (read the log)."""
         self.wake(Announcement.parse(payload) if payload else None)
 
-    def subscribe(self, size, limit, peer_gone):
+    def subscribe(self, size, limit, peer_gone, beats=False):
         """A new subscription that starts from everything committed before this call: a
         subscriber that connects after a write was acknowledged, by any process, starts with it."""
         self.ensure_started()
@@ -209,7 +217,7 @@ class Follower:
         if not self.hub.wait_until(committed, CATCH_UP_SECONDS):
             raise ServiceUnavailable("The change feed is not following the database; try again "
                                      "shortly.", RETRY_SECONDS)
-        return self.hub.subscribe(size, limit, peer_gone)
+        return self.hub.subscribe(size, limit, peer_gone, beats)
 
     def watch(self, limit):
         """A stream fed no changes (hub.watch). The follower is started all the same: stopping
@@ -222,12 +230,16 @@ class Follower:
         signal handler may call it whatever the interrupted code holds."""
         self.stopping = True
         self.wakeup.set()
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
 
     def close(self, timeout=5):
         """Stop and wait for the thread, so that it does not outlive the app's database."""
         self.stop()
         if self.thread is not None:
             self.thread.join(timeout)
+        if self.heartbeat is not None:
+            self.heartbeat.join(timeout)
 
     def running(self):
         return self.thread is not None and self.thread.is_alive() and not self.stopping
@@ -235,6 +247,8 @@ class Follower:
     def ensure_started(self):
         with self.start_lock:
             if self.thread is None:
+                if self.heartbeat is not None:
+                    self.heartbeat.start()
                 self.thread = threading.Thread(target=self.run, name="userservice-feed", daemon=True)
                 self.thread.start()
 
@@ -257,7 +271,18 @@ class Follower:
                     self.must_read = True
 
     def catch_up(self):
-        """Publish every streamed change after the last seq read."""
+        """Publish every streamed change after the last seq read. On SQLite a poll finds
+        whether anything was committed since the last read from the commit counter, without
+        a connection: the count is read before the log, so a commit it missed moves it.
+        Announcements waiting are followed whatever the count says."""
+        count = self.log.commit_count()
+        if count is not None and not self.announced and (count, self.seq) == self.read_at:
+            self.metrics.feed_behind(0)  # nothing committed since the last read
+            return
+        self.read_from_log()
+        self.read_at = (count, self.seq)
+
+    def read_from_log(self):
         if self.seq is None:
             self.restart()
             return

@@ -10,7 +10,7 @@ from flask import current_app
 from .body_reader import Watchdog
 from .changelog import ChangeLog, Follower
 from .commits import GroupCommit
-from .hub import Hub
+from .hub import Heartbeat, Hub
 from .migrate import migrate
 from .profiles import Profiles
 from .read_cache import ReadCache
@@ -31,6 +31,7 @@ class UserService:
         self.change_log = ChangeLog(self.storage, config["CHANGE_LOG_KEEP"])
         self.hub = Hub()
         self.follower = Follower(self.change_log, self.hub, config["STREAM_POLL_INTERVAL"], metrics,
+                                 Heartbeat(self.hub, config["STREAM_HEARTBEAT_INTERVAL"]),
                                  relay=config["FEED_RELAY"])
         self.commits = GroupCommit(self.storage, self.change_log, on_commit=self.committed)
         self.profiles = Profiles(self.storage)

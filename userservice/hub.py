@@ -6,6 +6,7 @@ the follower, and its handler decides what it is told instead (see api/stream.py
 """
 import collections
 import logging
+import struct
 import threading
 
 from .problems import ServiceUnavailable
@@ -14,6 +15,7 @@ log = logging.getLogger(__name__)
 
 CLOSED = object()  # what `Subscription.next` returns once the hub has shut down
 GONE = object()  # what `Subscription.next` returns once the subscriber's client was found gone
+KEEP_ALIVE = object()  # what `Subscription.next` returns when a heartbeat is due (`Hub.beat`)
 RETRY_SECONDS = 5  # what a refused subscriber is told to wait
 
 
@@ -22,13 +24,29 @@ def never_gone():
     return False
 
 
+def websocket_frame(text):
+    """One unfragmented, unmasked WebSocket text frame (RFC 6455 section 5.2), as a server
+    sends it without extensions (permessage-deflate is not negotiated, see api/stream.py)."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
+
+
 class Event(collections.namedtuple("Event", "seq state")):
-    """One committed state as every subscriber receives it: the same object, its JSON and its
-    Server-Sent Events frame encoded once, however many subscribers send it."""
+    """One committed state as every subscriber receives it: the same object, its JSON, its
+    Server-Sent Events frame and its WebSocket frame encoded once, however many subscribers
+    send it."""
 
     def __new__(cls, seq, state):
         event = super().__new__(cls, seq, state)
         event.sse = ("id: %d\ndata: %s\n\n" % (seq, state)).encode()
+        event.websocket = websocket_frame(state)
         return event
 
 
@@ -36,15 +54,19 @@ class Subscription:
     """One subscriber's view of the feed: the state it started from, then changes in order.
 
     Exactly one handler consumes it; the hub's publishing thread produces into it.
-    `peer_gone` tells whether its client has gone (see peers.py).
+    `peer_gone` tells whether its client has gone (see peers.py). `arrived` wakes the handler;
+    its connection may set it too (a WebSocket's client message or close), and a subscription
+    that replaces a lagging one keeps it.
     """
 
-    def __init__(self, seq, state, size, peer_gone=never_gone):
+    def __init__(self, seq, state, size, peer_gone=never_gone, arrived=None, beats=False):
         self.seq, self.state = seq, state  # the starting point
         self.size = size
         self.peer_gone = peer_gone
+        self.beats = beats  # whether it is sent heartbeats (Server-Sent Events are)
+        self.beat_due = False
         self.events = collections.deque()
-        self.arrived = threading.Event()
+        self.arrived = threading.Event() if arrived is None else arrived
         self.lagging = False  # set once a change did not fit: the subscriber has missed it
         self.closed = False
         self.dropped = False  # set once its client was found gone
@@ -60,21 +82,58 @@ class Subscription:
         self.closed = True
         self.arrived.set()
 
+    def keep_alive(self):
+        self.beat_due = True
+        self.arrived.set()
+
     def drop(self):
         self.dropped = True
         self.arrived.set()
 
-    def next(self, timeout):
-        """The next Event, None after `timeout` seconds without one (or once
-        lagging), CLOSED when the hub has shut down, GONE once the client was found gone."""
-        if not (self.events or self.closed or self.lagging or self.dropped):
+    def next(self, timeout=None):
+        """The next Event; KEEP_ALIVE when a heartbeat is due and no Event is; None after
+        `timeout` seconds without either (None: no timeout), once lagging, or when woken by
+        the connection; CLOSED when the hub has shut down, GONE once the client was found gone."""
+        if not (self.events or self.closed or self.lagging or self.dropped or self.beat_due):
             self.arrived.wait(timeout)
             self.arrived.clear()  # an offer racing this clear has already appended its event
         if self.dropped:
             return GONE
         if self.closed:
             return CLOSED
-        return self.events.popleft() if self.events else None
+        if self.events:
+            return self.events.popleft()
+        if self.beat_due:
+            self.beat_due = False
+            return KEEP_ALIVE
+        return None
+
+
+class Heartbeat:
+    """One timer for every subscriber that is sent heartbeats, instead of one per subscriber
+    re-armed at every change it is sent: a thread that beats the hub every `interval` seconds
+    until stopped, whatever the database does meanwhile."""
+
+    def __init__(self, hub, interval):
+        self.hub, self.interval = hub, interval
+        self.stopped = threading.Event()
+        self.thread = None
+
+    def start(self):
+        self.thread = threading.Thread(target=self.run, name="userservice-heartbeat", daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stopped.wait(self.interval):
+            self.hub.beat()
+
+    def stop(self):
+        """Takes no lock: a signal handler may call it."""
+        self.stopped.set()
+
+    def join(self, timeout):
+        if self.thread is not None:
+            self.thread.join(timeout)
 
 
 class Hub:
@@ -98,6 +157,13 @@ class Hub:
                 subscription.offer(event)
             self.moved.notify_all()
 
+    def beat(self):
+        """A heartbeat for every subscriber that is sent them (see Heartbeat)."""
+        with self.lock:
+            for subscription in self.subscribers:
+                if subscription.beats:
+                    subscription.keep_alive()
+
     def advance(self, seq):
         """Record that changes up to seq were read, though none of them was streamed."""
         with self.lock:
@@ -110,11 +176,11 @@ class Hub:
             return self.moved.wait_for(lambda: self.latest is not None and self.latest[0] >= seq,
                                        timeout)
 
-    def subscribe(self, size, limit, peer_gone=never_gone):
+    def subscribe(self, size, limit, peer_gone=never_gone, beats=False):
         self.make_room(limit)
         with self.lock:
             self.refuse_when_full(limit)
-            subscription = Subscription(*self.latest, size, peer_gone)
+            subscription = Subscription(*self.latest, size, peer_gone, beats=beats)
             self.subscribers.add(subscription)
             return subscription
 
@@ -163,7 +229,8 @@ class Hub:
         """A fresh subscription from the latest state, for a subscriber that fell behind."""
         with self.lock:
             self.subscribers.discard(subscription)
-            fresh = Subscription(*self.latest, subscription.size, subscription.peer_gone)
+            fresh = Subscription(*self.latest, subscription.size, subscription.peer_gone, subscription.arrived,
+                                 subscription.beats)
             if self.closed:
                 fresh.end()
             else:

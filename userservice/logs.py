@@ -23,9 +23,13 @@ def start_request():
     """First of all: the request's id (the client's own, when it sent a sane one)."""
     if not serves():
         return
-    sent = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = sent if SANE_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+    g.request_id = request_id(request.headers.get(REQUEST_ID_HEADER, ""))
     g.request_started = time.perf_counter()
+
+
+def request_id(sent):
+    """The id a request is answered under: the client's own `sent`, when it is sane."""
+    return sent if SANE_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
 
 
 def finish_response(response):

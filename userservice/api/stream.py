@@ -11,17 +11,17 @@ import threading
 import time
 
 from flask import Blueprint, Response, current_app, g, request
-from flask_sock import Sock
+from flask_sock import ConnectionClosed, Sock
 
 from .. import extension, peers
-from ..hub import CLOSED, GONE, Event
+from ..hub import CLOSED, GONE, KEEP_ALIVE, Event
 
 bp = Blueprint("stream", __name__)
 sock = Sock()
 
 SSE_RETRY_MS = 2000
+KEEP_ALIVE_COMMENT = b": keep-alive\n\n"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-WS_POLL_SECONDS = 1.0  # how soon a handler notices that its WebSocket peer has gone
 GOING_AWAY = 1001  # the WebSocket close code for a server shutting down
 MAX_CLIENT_MESSAGE = 64 * 1024  # clients send nothing; a larger message closes their WebSocket
 LAST_EVENT_ID = re.compile(r"[0-9]{1,19}")  # a seq, as the int64 column holds it
@@ -42,7 +42,8 @@ def admit():
     if request.method != "GET":
         return None
     client = peers.connection(request.environ)
-    if request.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+    websocket = request.environ.get("HTTP_UPGRADE", "").lower() == "websocket"
+    if websocket:
         # permessage-deflate costs ~90 KB per connection for frames of a few hundred bytes:
         # without the offer, simple-websocket does not negotiate it.
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
@@ -53,7 +54,7 @@ def admit():
         g.subscription = service.follower.watch(config["STREAM_MAX_SUBSCRIBERS"])
     else:
         g.subscription = service.follower.subscribe(config["STREAM_QUEUE_SIZE"], config["STREAM_MAX_SUBSCRIBERS"],
-                                                    functools.partial(peers.gone, client))
+                                                    functools.partial(peers.gone, client), beats=not websocket)
 
 
 
@@ -68,8 +69,12 @@ class WholeFrames:
         self.sending = threading.Lock()
 
     def send(self, data):
+        """sendall's loop without sendall: gevent's asks the kernel for the send buffer's size
+        before every call, a system call per frame sent."""
         with self.sending:
-            self.sock.sendall(data)
+            view = memoryview(data)
+            while view:
+                view = view[self.sock.send(view):]
         return len(data)
 
     def __getattr__(self, name):
@@ -99,7 +104,7 @@ def websocket_stream(ws):
     try:
         ws.send(subscription.state)
         while True:
-            event = subscription.next(WS_POLL_SECONDS)
+            event = subscription.next()  # woken by a change, or by the client (wake_on_client)
             if event is GONE:
                 return
             if event is CLOSED:
@@ -111,7 +116,7 @@ def websocket_stream(ws):
                 subscription = hub.resubscribe(subscription)
                 ws.send(subscription.state)
             elif event is not None:
-                ws.send(event.state)
+                send_frame(ws, event.websocket)
     except OSError:
         return
     finally:
@@ -131,7 +136,7 @@ def health_stream(ws):
             ws.send(HEALTHY)
             deadline = time.monotonic() + interval
             while (remaining := deadline - time.monotonic()) > 0:
-                if watcher.next(min(WS_POLL_SECONDS, remaining)) is CLOSED:
+                if watcher.next(remaining) is CLOSED:
                     going_away(ws)
                     return
                 discard_client_messages(ws)
@@ -139,6 +144,23 @@ def health_stream(ws):
         return
     finally:
         hub.unsubscribe(watcher)
+
+
+def send_frame(ws, frame):
+    """simple-websocket's `send` with the frame already built (hub.Event: once per change for
+    every subscriber). wsproto keeps no state of whole messages sent, so it is not asked."""
+    if not ws.connected:
+        raise ConnectionClosed(ws.close_reason, ws.close_message)
+    ws.sock.send(frame)
+
+
+def wake_on_client():
+    """simple-websocket's event, set by its reader when the client sends a message or closes:
+    a subscriber's is its subscription's own, so that its handler sleeps until a change or
+    its client wakes it, with no timer of its own (a 1 s poll per subscriber cost a worker
+    about 40 ms of CPU a second per thousand idle WebSockets)."""
+    subscription = g.get("subscription")
+    return threading.Event() if subscription is None else subscription.arrived
 
 
 def going_away(ws):
@@ -150,9 +172,12 @@ def going_away(ws):
 
 def discard_client_messages(ws):
     """Clients send nothing worth reading; dropping what they send keeps memory bounded.
-    Raises ConnectionClosed once the peer has gone (closed, or failed a ping)."""
-    while ws.receive(timeout=0) is not None:
-        pass
+    Raises ConnectionClosed once the peer has gone (closed, or failed a ping). Asks `receive`
+    only when its reader has left something: under gevent `receive(timeout=0)` arms and fires
+    a timer, which was a sixth of a worker's CPU while it fanned changes out."""
+    while ws.input_buffer or not ws.connected:
+        if ws.receive(timeout=0) is None:
+            return
 
 
 @bp.get("/user/stream")
@@ -162,19 +187,21 @@ def event_stream():
     service = extension.current()
     backlog = resume_backlog(service.change_log, g.subscription, request.headers.get("Last-Event-ID"))
     subscription = take_subscription()
-    heartbeat = current_app.config["STREAM_HEARTBEAT_INTERVAL"]
 
     def events():
         yield "retry: %d\n\n" % SSE_RETRY_MS
         for seq, state in backlog:
             yield Event(seq, state).sse
         while True:
-            event = subscription.next(heartbeat)
+            event = subscription.next()  # a change, or the hub's heartbeat (no timer of its own)
             if subscription.lagging:
                 service.metrics.stream_lagged("sse")
             if event is CLOSED or event is GONE or subscription.lagging:
                 return  # a lagging client reconnects with Last-Event-ID and misses nothing
-            yield ": keep-alive\n\n" if event is None else event.sse
+            if event is KEEP_ALIVE:
+                yield KEEP_ALIVE_COMMENT
+            elif event is not None:
+                yield event.sse
 
     def closed():
         service.hub.unsubscribe(subscription)
@@ -215,4 +242,5 @@ def init_app(app):
         # A reader thread waits for a peer that may never answer; it must not hold a gthread
         # worker's exit (threading.Thread is looked up here, after gevent has patched it).
         "thread_class": functools.partial(threading.Thread, daemon=True),
+        "event_class": wake_on_client,
     })

@@ -1,21 +1,17 @@
 """/user: the signed-in user of this device."""
 from flask import Blueprint, request
 
-from .. import schemas, store
+from .. import extension, read_cache, schemas, store
 from . import json_text
 from .body import json_body
 
 bp = Blueprint("user", __name__)
 
 
-def returned_user_profile(document):
-    """A ReturnedUserProfile: the profile under `user`, or no `user` when nobody is signed in."""
-    return json_text("{}" if document == "null" else '{"user":%s}' % document)
-
-
 @bp.get("/user")
 def snapshot():
-    return returned_user_profile(store.current_profile())
+    """The hot read, encoded once per commit (read_cache.py); fast_reads.py serves it too."""
+    return json_text(extension.current().read_cache.current_answer())
 
 
 @bp.post("/user/select")
@@ -49,7 +45,7 @@ def beta_status():
 @bp.get("/user/providers")
 def providers():
     """The signed-in user with the provider identities known locally."""
-    return returned_user_profile(store.current_profile())
+    return json_text(read_cache.returned_user_profile(store.current_profile()))
 
 
 @bp.post("/user/update/vanity")

@@ -37,7 +37,8 @@ def snapshot():
 
 @bp.get("/users/%s" % USER_ID)
 def specific_user(user):
-    return json_text(store.get_user(user))
+    """The hot read, encoded once per commit (read_cache.py); fast_reads.py serves it too."""
+    return json_text(extension.current().read_cache.user_answer(user))
 
 
 @bp.post("/users/%s/select" % USER_ID)
