@@ -123,43 +123,36 @@ def unique_name(prefix):
     return "%s_%s" % (prefix, uuid.uuid4().hex[:10])
 
 
+def temporary(request, prefix, create, drop):
+    """A database object named `prefix_<unique>`, made with the SQL `create` and removed
+    after the test with `drop` (both formatted with the name); returns the name."""
+    name = unique_name(prefix)
+    with postgres_connection() as connection:
+        connection.execute(create % name)
+
+    def remove():
+        with postgres_connection() as connection:
+            connection.execute(drop % name)
+
+    request.addfinalizer(remove)
+    return name
+
+
 @pytest.fixture
 def fresh_database(request):
     """Create a database of the test's own (owned by `owner`), dropped after the test with
     whatever is still connected to it; returns its name."""
-
-    def create(owner="postgres"):
-        name = unique_name("userservice_test")
-        with postgres_connection() as connection:
-            connection.execute('CREATE DATABASE "%s" OWNER "%s"' % (name, owner))
-
-        def drop():
-            with postgres_connection() as connection:
-                connection.execute('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
-
-        request.addfinalizer(drop)
-        return name
-
-    return create
+    return lambda owner="postgres": temporary(
+        request, "userservice_test", 'CREATE DATABASE "%%s" OWNER "%s"' % owner,
+        'DROP DATABASE IF EXISTS "%s" WITH (FORCE)')
 
 
 @pytest.fixture
 def limited_role(request):
     """A login role with a CONNECTION LIMIT, dropped after the test; returns its name."""
-
-    def create(limit):
-        name = unique_name("userservice_limited")
-        with postgres_connection() as connection:
-            connection.execute('CREATE ROLE "%s" LOGIN CONNECTION LIMIT %d' % (name, limit))
-
-        def drop():
-            with postgres_connection() as connection:
-                connection.execute('DROP ROLE IF EXISTS "%s"' % name)
-
-        request.addfinalizer(drop)
-        return name
-
-    return create
+    return lambda limit: temporary(
+        request, "userservice_limited", 'CREATE ROLE "%%s" LOGIN CONNECTION LIMIT %d' % limit,
+        'DROP ROLE IF EXISTS "%s"')
 
 
 def direct_url(user, database):
