@@ -227,18 +227,18 @@ def announced_follower(service):
 
 
 def test_announcement_payload_round_trips_and_anything_else_asks_for_a_read():
-    announcement = changelog.Announcement(5, 9, True)
-    assert changelog.Announcement.parse(announcement.payload()) == announcement
-    assert changelog.Announcement.parse(announcement.payload().encode()) == announcement
-    assert changelog.Announcement.parse(b"*") is None and changelog.Announcement.parse("17") is None
+    announcement = listener.Announcement(5, 9, True)
+    assert listener.Announcement.parse(announcement.payload()) == announcement
+    assert listener.Announcement.parse(announcement.payload().encode()) == announcement
+    assert listener.Announcement.parse(b"*") is None and listener.Announcement.parse("17") is None
 
 
 def test_follower_moves_past_announced_commits_that_streamed_nothing_without_reading(client, service):
     make_changes(client, 2)
     follower = announced_follower(service)
     start = follower.seq
-    follower.wake(changelog.Announcement(start + 1, start + 3, False))
-    follower.wake(changelog.Announcement(start + 4, start + 4, False))
+    follower.wake(listener.Announcement(start + 1, start + 3, False))
+    follower.wake(listener.Announcement(start + 4, start + 4, False))
     follower.catch_up()
     # Nothing was written: a read of the log would have left it at `start`.
     assert follower.seq == start + 4 and follower.hub.wait_until(start + 4, 0)
@@ -246,8 +246,8 @@ def test_follower_moves_past_announced_commits_that_streamed_nothing_without_rea
 
 
 @pytest.mark.parametrize("announcement", [
-    changelog.Announcement(2, 2, False),  # a gap: the follower missed a commit
-    changelog.Announcement(1, 1, True),  # a streamed change: its state is in the log
+    listener.Announcement(2, 2, False),  # a gap: the follower missed a commit
+    listener.Announcement(1, 1, True),  # a streamed change: its state is in the log
 ])
 def test_follower_reads_the_log_at_a_gap_or_a_streamed_change(client, service, announcement):
     make_changes(client, 2)
@@ -255,7 +255,7 @@ def test_follower_reads_the_log_at_a_gap_or_a_streamed_change(client, service, a
     subscription = follower.hub.subscribe(64, limit=10)
     start = follower.seq
     make_changes(client, 1)  # a select (no change: the same user) and an update
-    follower.wake(changelog.Announcement(start + announcement.first, start + announcement.last,
+    follower.wake(listener.Announcement(start + announcement.first, start + announcement.last,
                                          announcement.streamed))
     follower.catch_up()
     assert follower.seq == service.change_log.last_seq() > start

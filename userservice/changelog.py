@@ -23,7 +23,7 @@ import threading
 from peewee import JOIN, fn
 
 from .feed_relay import RelayClient
-from .listener import NOTIFY_CHANNEL, NotificationListener, listener_params
+from .listener import NOTIFY_CHANNEL, Announcement, NotificationListener, listener_params
 from .problems import ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -54,25 +54,6 @@ class Head:
 
 # Changes after a seq, and whether that is all of them (False: the log was pruned past it).
 Backlog = collections.namedtuple("Backlog", "changes complete")
-
-
-class Announcement(collections.namedtuple("Announcement", "first last streamed")):
-    """What a committed write transaction tells every follower (its NOTIFY payload, and its
-    on_commit in its own process): it wrote the changes first..last, and whether one of them
-    is streamed. A follower at first - 1 that is told nothing was streamed moves to `last`
-    without reading the log; any other case, or a gap, has it read the log."""
-
-    def payload(self):
-        return "%d:%d:%d" % (self.first, self.last, self.streamed)
-
-    @classmethod
-    def parse(cls, payload):
-        """The announcement a payload carries, or None (a relay's "read the log", say)."""
-        try:
-            first, last, streamed = (int(part) for part in payload.split(b":" if isinstance(payload, bytes) else ":"))
-        except ValueError:
-            return None
-        return cls(first, last, bool(streamed))
 
 
 class ChangeLog:

@@ -6,7 +6,7 @@ row, COMMIT and a flush to disk on its own, the writes that arrive while a trans
 under way wait for the next one, which carries them all, each in a savepoint of its own so
 that one that fails leaves the others intact. A write is answered only after its
 transaction committed, and then `on_commit(writes, announcement)` is called (the changes it
-wrote, changelog.Announcement, or None): the link to the stream.
+wrote, listener.Announcement, or None): the link to the stream.
 """
 import threading
 import time

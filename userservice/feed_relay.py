@@ -9,7 +9,7 @@ each datagram, and reads the change log through its pool after each (re)connecti
 relay: the log stays the source of truth, so a relay or database restart loses no change,
 and nobody polls while nothing is written.
 
-Each datagram is a NOTIFY's payload, what the transaction wrote (changelog.Announcement): a
+Each datagram is a NOTIFY's payload, what the transaction wrote (listener.Announcement): a
 follower skips reading the log for commits that streamed nothing. A datagram that does not
 fit a worker's socket buffer is dropped: the follower finds the gap in the seqs and reads
 the log.
@@ -159,7 +159,7 @@ class Relay:
             log.warning("feed relay lost its database connection: %s", error)
             self.disconnect()
             return
-        for payload in payloads:  # each tells the followers what it wrote (changelog.Announcement)
+        for payload in payloads:  # each tells the followers what it wrote (listener.Announcement)
             self.broadcast(payload.encode()[:DATAGRAM_BYTES] or REREAD)
 
     def disconnect(self):

@@ -5,6 +5,7 @@ It is opened on the direct URL (DATABASE_DIRECT_URL), never through PgBouncer in
 transaction pooling mode, which cannot carry LISTEN. Under gunicorn one such connection
 serves a whole instance (feed_relay.py); an app outside gunicorn holds its own.
 """
+import collections
 import logging
 import time
 
@@ -24,6 +25,25 @@ CONNECT_TIMEOUT_SECONDS = 5  # unless the URL sets connect_timeout
 # A listener only reads: TCP keepalives notice a connection that died silently.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 
+
+
+class Announcement(collections.namedtuple("Announcement", "first last streamed")):
+    """What a committed write transaction tells every follower (its NOTIFY payload, and its
+    on_commit in its own process): it wrote the changes first..last, and whether one of them
+    is streamed. A follower at first - 1 that is told nothing was streamed moves to `last`
+    without reading the log; any other case, or a gap, has it read the log."""
+
+    def payload(self):
+        return "%d:%d:%d" % (self.first, self.last, self.streamed)
+
+    @classmethod
+    def parse(cls, payload):
+        """The announcement a payload carries, or None (a relay's "read the log", say)."""
+        try:
+            first, last, streamed = (int(part) for part in payload.split(b":" if isinstance(payload, bytes) else ":"))
+        except ValueError:
+            return None
+        return cls(first, last, bool(streamed))
 
 def listener_params(direct_url):
     """psycopg's parameters for the direct URL (search_path options included), named after its
