@@ -198,6 +198,7 @@ def test_follower_reports_how_far_behind_the_log_it_was(client, service):
     from userservice.metrics import Metrics
 
     counted = Metrics()
+    client.post("/user/select", json={"user_id": "auth0|0"})  # a log that does not start at 0
     follower = changelog.Follower(service.change_log, hub.Hub(), poll_interval=0.01, metrics=counted)
     follower.catch_up()  # starts from the current state
     make_changes(client, 2)  # three changes: the select and two updates
