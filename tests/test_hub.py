@@ -217,29 +217,60 @@ def test_hub_resubscribe_keeps_the_wakeup_the_connection_sets():
     assert fresh.next(5) is None  # woken at once, with nothing queued
 
 
-def test_hub_beat_reaches_only_subscribers_sent_heartbeats_after_their_changes():
+def test_hub_beat_reaches_only_subscribers_sent_that_kind_after_their_changes():
     subscribers = hub.Hub()
     subscribers.publish(0, "null")
-    sse, websocket = subscribers.subscribe(4, limit=10, beats=True), subscribers.subscribe(4, limit=10)
+    sse, pinged, unbeaten = (subscribers.subscribe(4, limit=10, beats=kind) for kind in ("sse", "ping", None))
     subscribers.publish(1, "a")
-    subscribers.beat()
+    subscribers.beat("sse")
     assert sse.next(0).seq == 1 and sse.next(0) is hub.KEEP_ALIVE and sse.next(0) is None
-    assert websocket.next(0).seq == 1 and websocket.next(0) is None
+    assert pinged.next(0).seq == 1 and pinged.next(0) is None
+    assert unbeaten.next(0).seq == 1 and unbeaten.next(0) is None
+    subscribers.beat("ping")
+    assert pinged.next(0) is hub.KEEP_ALIVE and sse.next(0) is None and unbeaten.next(0) is None
     fresh = subscribers.resubscribe(sse)
-    subscribers.beat()
+    subscribers.beat("sse")
     assert fresh.next(0) is hub.KEEP_ALIVE
 
 
-def test_hub_heartbeat_beats_every_interval_until_stopped():
+def test_hub_heartbeat_beats_each_kind_at_its_interval_until_stopped():
     subscribers = hub.Hub()
     subscribers.publish(0, "null")
-    sse = subscribers.subscribe(4, limit=10, beats=True)
-    heartbeat = hub.Heartbeat(subscribers, 0.05)
+    fast, slow = subscribers.subscribe(64, limit=10, beats="fast"), subscribers.subscribe(64, limit=10, beats="slow")
+    heartbeat = hub.Heartbeat(subscribers, {"fast": 0.05, "slow": 0.5})
     heartbeat.start()
     try:
-        assert sse.next(5) is hub.KEEP_ALIVE
-        assert sse.next(5) is hub.KEEP_ALIVE
+        assert slow.next(5) is hub.KEEP_ALIVE
+        fast_beats = 0
+        while slow.next(0) is None:  # until the second slow beat, 0.5 s later
+            fast_beats += fast.next(0.01) is hub.KEEP_ALIVE
     finally:
         heartbeat.stop()
         heartbeat.join(5)
     assert not heartbeat.thread.is_alive()
+    assert 5 <= fast_beats <= 11  # about ten fast beats to one slow
+
+
+def test_subscription_direct_delivers_only_with_nothing_queued_and_in_order():
+    """A WebSocket's publisher-side write (`direct`) is tried only while nothing waits in the
+    queue: once a change had to be queued, later ones queue behind it, whatever `direct` says."""
+    subscribers, delivered, taking = hub.Hub(), [], [True]
+
+    def direct(event):
+        if taking[0]:
+            delivered.append(event.seq)
+        return taking[0]
+
+    subscribers.publish(0, "null")
+    subscription = subscribers.subscribe(8, limit=10)
+    subscription.direct = direct
+    subscribers.publish(1, "a")
+    assert delivered == [1] and not subscription.arrived.is_set() and subscription.next(0) is None
+    taking[0] = False
+    subscribers.publish(2, "b")
+    taking[0] = True
+    subscribers.publish(3, "c")
+    assert delivered == [1] and [subscription.next(0).seq, subscription.next(0).seq] == [2, 3]
+    subscribers.publish(4, "d")
+    assert delivered == [1, 4]
+    assert subscribers.resubscribe(subscription).direct is direct

@@ -324,6 +324,65 @@ def test_stream_websocket_pings_and_drops_a_peer_that_does_not_answer(serve, dat
     assert opcodes[0] == 0x1 and 0x9 in opcodes  # the state, then pings, then a close
 
 
+def client_frame(opcode, payload, fin=True):
+    """A masked frame, as clients send them (RFC 6455 section 5.3)."""
+    mask, size = os.urandom(4), len(payload)
+    length = (struct.pack("!B", 0x80 | size) if size < 126 else struct.pack("!BH", 0x80 | 126, size)
+              if size < 1 << 16 else struct.pack("!BQ", 0x80 | 127, size))
+    masked = bytes(byte ^ mask[number % 4] for number, byte in enumerate(payload))
+    return struct.pack("!B", (0x80 if fin else 0) | opcode) + length + mask + masked
+
+
+def next_control_frame(reader):
+    """The next frame that is not the stream's data (or None at the end of the stream)."""
+    while (frame := read_frame(reader)) is not None and frame[0] == 0x1:
+        pass
+    return frame
+
+
+WORKER_CLASSES = ["gevent", "gthread"]  # the handler reads its client itself; a thread reads it
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_stream_websocket_answers_a_client_ping_with_its_payload(serve, database_url, worker_class):
+    server = serve(database_url, workers=1, args=("--worker-class", worker_class))
+    connection, reader = raw_websocket(server)
+    with connection:
+        assert read_frame(reader) == (0x1, b"null")
+        for payload in (b"first", b"", b"third"):
+            connection.sendall(client_frame(0x9, payload))
+            assert next_control_frame(reader) == (0xA, payload)
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_stream_websocket_client_close_is_answered_and_frees_the_slot(serve, database_url, worker_class):
+    server = serve(database_url, workers=1, args=("--worker-class", worker_class),
+                   extra_env={"USERSERVICE_STREAM_MAX_SUBSCRIBERS": "1"})
+    for _ in range(3):  # each time the one slot is free again
+        connection, reader = raw_websocket(server)
+        with connection:
+            assert read_frame(reader) == (0x1, b"null")
+            connection.sendall(client_frame(0x8, struct.pack("!H", 1000) + b"bye"))
+            frame = next_control_frame(reader)
+            assert frame[0] == 0x8 and int.from_bytes(frame[1][:2], "big") == 1000
+        assert_stream_slots_free(server, 1)
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+@pytest.mark.parametrize("fragments", [[70_000], [40_000, 40_000]], ids=["whole", "fragmented"])
+def test_stream_websocket_message_over_64_kb_closes_with_1009(serve, database_url, worker_class, fragments):
+    server = serve(database_url, workers=1, args=("--worker-class", worker_class))
+    connection, reader = raw_websocket(server)
+    with connection:
+        assert read_frame(reader) == (0x1, b"null")
+        connection.sendall(client_frame(0x1, b"small"))  # under the limit: ignored
+        for number, size in enumerate(fragments):
+            last = number == len(fragments) - 1
+            connection.sendall(client_frame(0x0 if number else 0x1, b"x" * size, fin=last))
+        frame = next_control_frame(reader)
+    assert frame[0] == 0x8 and int.from_bytes(frame[1][:2], "big") == 1009
+
+
 HANDSHAKE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
              "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
 

@@ -189,7 +189,7 @@ class Follower:
         """A payload from the relay: a NOTIFY's, or anything else (read the log)."""
         self.wake(Announcement.parse(payload) if payload else None)
 
-    def subscribe(self, size, limit, peer_gone, beats=False):
+    def subscribe(self, size, limit, peer_gone, beats=None):
         """A new subscription that starts from everything committed before this call: a
         subscriber that connects after a write was acknowledged, by any process, starts with it."""
         self.ensure_started()

@@ -31,7 +31,8 @@ class UserService:
         self.change_log = ChangeLog(self.storage, config["CHANGE_LOG_KEEP"])
         self.hub = Hub()
         self.follower = Follower(self.change_log, self.hub, config["STREAM_POLL_INTERVAL"], metrics,
-                                 Heartbeat(self.hub, config["STREAM_HEARTBEAT_INTERVAL"]),
+                                 Heartbeat(self.hub, {"sse": config["STREAM_HEARTBEAT_INTERVAL"],
+                                                      "ping": config["STREAM_PING_INTERVAL"]}),
                                  relay=config["FEED_RELAY"])
         self.commits = GroupCommit(self.storage, self.change_log, on_commit=self.committed)
         self.profiles = Profiles(self.storage)

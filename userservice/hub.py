@@ -8,6 +8,7 @@ import collections
 import logging
 import struct
 import threading
+import time
 
 from .problems import ServiceUnavailable
 
@@ -59,11 +60,12 @@ class Subscription:
     that replaces a lagging one keeps it.
     """
 
-    def __init__(self, seq, state, size, peer_gone=never_gone, arrived=None, beats=False):
+    def __init__(self, seq, state, size, peer_gone=never_gone, arrived=None, beats=None, direct=None):
         self.seq, self.state = seq, state  # the starting point
         self.size = size
         self.peer_gone = peer_gone
-        self.beats = beats  # whether it is sent heartbeats (Server-Sent Events are)
+        self.beats = beats  # the kind of beat it is sent (Heartbeat), if any
+        self.direct = direct  # delivers an Event without the handler, when it can (see offer)
         self.beat_due = False
         self.events = collections.deque()
         self.arrived = threading.Event() if arrived is None else arrived
@@ -72,6 +74,10 @@ class Subscription:
         self.dropped = False  # set once its client was found gone
 
     def offer(self, event):
+        """Queue the event for the handler and wake it; or, with nothing queued, have `direct`
+        deliver it (a WebSocket's publisher-side write, websockets.py), when it can."""
+        if self.direct is not None and not self.events and self.direct(event):
+            return
         if len(self.events) >= self.size:
             self.lagging = True
         else:
@@ -110,12 +116,13 @@ class Subscription:
 
 
 class Heartbeat:
-    """One timer for every subscriber that is sent heartbeats, instead of one per subscriber
-    re-armed at every change it is sent: a thread that beats the hub every `interval` seconds
-    until stopped, whatever the database does meanwhile."""
+    """One timer for every subscriber that is sent beats, instead of one per subscriber: a
+    thread that beats the hub with each kind every `intervals[kind]` seconds (Server-Sent
+    Events' keep-alive comments, WebSocket pings) until stopped, whatever the database does
+    meanwhile."""
 
-    def __init__(self, hub, interval):
-        self.hub, self.interval = hub, interval
+    def __init__(self, hub, intervals):
+        self.hub, self.intervals = hub, dict(intervals)
         self.stopped = threading.Event()
         self.thread = None
 
@@ -124,8 +131,13 @@ class Heartbeat:
         self.thread.start()
 
     def run(self):
-        while not self.stopped.wait(self.interval):
-            self.hub.beat()
+        due = {kind: time.monotonic() + interval for kind, interval in self.intervals.items()}
+        while True:
+            kind = min(due, key=due.get)
+            if self.stopped.wait(max(0, due[kind] - time.monotonic())):
+                return
+            self.hub.beat(kind)
+            due[kind] = max(due[kind] + self.intervals[kind], time.monotonic())
 
     def stop(self):
         """Takes no lock: a signal handler may call it."""
@@ -157,11 +169,11 @@ class Hub:
                 subscription.offer(event)
             self.moved.notify_all()
 
-    def beat(self):
-        """A heartbeat for every subscriber that is sent them (see Heartbeat)."""
+    def beat(self, kind):
+        """A beat for every subscriber that is sent this kind (see Heartbeat)."""
         with self.lock:
             for subscription in self.subscribers:
-                if subscription.beats:
+                if subscription.beats == kind:
                     subscription.keep_alive()
 
     def advance(self, seq):
@@ -176,7 +188,7 @@ class Hub:
             return self.moved.wait_for(lambda: self.latest is not None and self.latest[0] >= seq,
                                        timeout)
 
-    def subscribe(self, size, limit, peer_gone=never_gone, beats=False):
+    def subscribe(self, size, limit, peer_gone=never_gone, beats=None):
         self.make_room(limit)
         with self.lock:
             self.refuse_when_full(limit)
@@ -230,7 +242,7 @@ class Hub:
         with self.lock:
             self.subscribers.discard(subscription)
             fresh = Subscription(*self.latest, subscription.size, subscription.peer_gone, subscription.arrived,
-                                 subscription.beats)
+                                 subscription.beats, subscription.direct)
             if self.closed:
                 fresh.end()
             else:

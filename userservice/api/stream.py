@@ -13,7 +13,7 @@ import time
 from flask import Blueprint, Response, current_app, g, request
 from flask_sock import ConnectionClosed, Sock
 
-from .. import extension, peers
+from .. import extension, peers, websockets
 from ..hub import CLOSED, GONE, KEEP_ALIVE, Event
 
 bp = Blueprint("stream", __name__)
@@ -49,36 +49,16 @@ def admit():
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         for key in peers.SERVER_SOCKETS:
             if key in request.environ:
-                request.environ[key] = WholeFrames(request.environ[key])
+                request.environ[key] = websockets.Frames(request.environ[key])
     if request.endpoint == HEALTH_STREAM:
         g.subscription = service.follower.watch(config["STREAM_MAX_SUBSCRIBERS"])
-    else:
-        g.subscription = service.follower.subscribe(config["STREAM_QUEUE_SIZE"], config["STREAM_MAX_SUBSCRIBERS"],
-                                                    functools.partial(peers.gone, client), beats=not websocket)
+        return None
+    g.reads_itself = websocket and websockets.reads_itself(client)
+    beats = "ping" if g.reads_itself else None if websocket else "sse"
+    g.subscription = service.follower.subscribe(config["STREAM_QUEUE_SIZE"], config["STREAM_MAX_SUBSCRIBERS"],
+                                                functools.partial(peers.gone, client), beats)
+    return None
 
-
-
-class WholeFrames:
-    """The connection's socket as simple-websocket uses it, except that `send` sends every
-    byte, one caller at a time. simple-websocket 1.1 calls `send` once per frame: when a slow
-    peer's buffers are full the kernel takes part of it and the rest is lost, tearing the
-    frame (its issue #45); and its reader thread answers pings on the same socket."""
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.sending = threading.Lock()
-
-    def send(self, data):
-        """sendall's loop without sendall: gevent's asks the kernel for the send buffer's size
-        before every call, a system call per frame sent."""
-        with self.sending:
-            view = memoryview(data)
-            while view:
-                view = view[self.sock.send(view):]
-        return len(data)
-
-    def __getattr__(self, name):
-        return getattr(self.sock, name)
 
 
 @bp.teardown_request
@@ -100,28 +80,40 @@ def websocket_stream(ws):
     no error response is written to a connection that is gone."""
     service, subscription = extension.current(), take_subscription()
     hub, metrics = service.hub, service.metrics
+    reader = client_reader(ws, subscription)
     metrics.stream_opened("websocket")
     try:
         ws.send(subscription.state)
+        if g.pop("reads_itself"):
+            subscription.direct = ws.sock.publisher_side(subscription.arrived)
         while True:
-            event = subscription.next()  # woken by a change, or by the client (wake_on_client)
+            event = subscription.next()  # woken by a change, a beat or the client
             if event is GONE:
                 return
             if event is CLOSED:
                 going_away(ws)
                 return
-            discard_client_messages(ws)
+            reader.read()
             if subscription.lagging:
                 metrics.stream_lagged("websocket")
                 subscription = hub.resubscribe(subscription)
                 ws.send(subscription.state)
-            elif event is not None:
-                send_frame(ws, event.websocket)
+            elif event is KEEP_ALIVE:
+                reader.ping()
+            else:  # what a partial write from the publisher left goes first (websockets.Frames)
+                send_frame(ws, b"" if event is None else event.websocket)
     except OSError:
         return
     finally:
+        reader.close()
         hub.unsubscribe(subscription)
         metrics.stream_closed("websocket")
+
+
+def client_reader(ws, subscription):
+    if isinstance(ws.thread, websockets.NoThread):
+        return websockets.OwnReader(ws, subscription.arrived, MAX_CLIENT_MESSAGE)
+    return websockets.ThreadReader(ws)
 
 
 @sock.route("/.well-known/stream/health", bp=bp)
@@ -130,6 +122,7 @@ def health_stream(ws):
     The SDK's PiecesClient reads `ok` as "PiecesOS is running" (pieces-cli's MCP gateway asks
     it before each tool call), and pieces-cli's TUI each frame as connected or not."""
     hub, watcher = extension.current().hub, take_subscription()
+    reader = websockets.ThreadReader(ws)
     interval = current_app.config["STREAM_HEARTBEAT_INTERVAL"]
     try:
         while True:
@@ -139,7 +132,7 @@ def health_stream(ws):
                 if watcher.next(remaining) is CLOSED:
                     going_away(ws)
                     return
-                discard_client_messages(ws)
+                reader.read()
     except OSError:
         return
     finally:
@@ -152,6 +145,15 @@ def send_frame(ws, frame):
     if not ws.connected:
         raise ConnectionClosed(ws.close_reason, ws.close_message)
     ws.sock.send(frame)
+
+
+def reader_thread(target):
+    """simple-websocket's reader: none where the handler reads its client itself (see
+    websockets.py); else a thread that must not hold a gthread worker's exit, as it waits for
+    a peer that may never answer (threading.Thread is looked up now, after gevent patched it)."""
+    if g.get("reads_itself"):
+        return websockets.NoThread(target)
+    return threading.Thread(target=target, daemon=True)
 
 
 def wake_on_client():
@@ -168,16 +170,6 @@ def going_away(ws):
     for a reply that a gone client never sends, and keep a gthread worker from exiting."""
     ws.close(reason=GOING_AWAY, message="The server is shutting down; connect again.")
     ws.sock.shutdown(socket.SHUT_RD)
-
-
-def discard_client_messages(ws):
-    """Clients send nothing worth reading; dropping what they send keeps memory bounded.
-    Raises ConnectionClosed once the peer has gone (closed, or failed a ping). Asks `receive`
-    only when its reader has left something: under gevent `receive(timeout=0)` arms and fires
-    a timer, which was a sixth of a worker's CPU while it fanned changes out."""
-    while ws.input_buffer or not ws.connected:
-        if ws.receive(timeout=0) is None:
-            return
 
 
 @bp.get("/user/stream")
@@ -239,8 +231,6 @@ def init_app(app):
     app.config.setdefault("SOCK_SERVER_OPTIONS", {
         "ping_interval": app.config["STREAM_PING_INTERVAL"],
         "max_message_size": MAX_CLIENT_MESSAGE,
-        # A reader thread waits for a peer that may never answer; it must not hold a gthread
-        # worker's exit (threading.Thread is looked up here, after gevent has patched it).
-        "thread_class": functools.partial(threading.Thread, daemon=True),
+        "thread_class": reader_thread,
         "event_class": wake_on_client,
     })

@@ -1,0 +1,193 @@
+"""A stream's WebSocket connection, as flask-sock's simple-websocket sets it up, at as little
+cost per subscriber as the worker allows.
+
+simple-websocket reads each connection in a thread of its own. Under a gevent worker that is
+a second greenlet per subscriber, and its saved stack nearly doubled what an idle one cost.
+There the subscriber's own handler reads instead (`OwnReader`). A watcher on gevent's loop
+wakes it when its client has sent something. Its pings come with the hub's beat (hub.Heartbeat),
+not from a timer of its own. A change goes to the socket from the publisher itself when the
+kernel takes it at once (`Frames.send_now`), so it wakes no handler. Under threads (gthread,
+`flask run`), over TLS, and on the health stream, simple-websocket's reader thread reads and
+pings as before (`ThreadReader`).
+"""
+import os
+import ssl
+import threading
+
+from simple_websocket import ConnectionClosed
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import LocalProtocolError
+
+from .greenlets import patched
+
+RECEIVE_BYTES = 4096  # what simple-websocket reads at a time
+
+
+def reads_itself(sock):
+    """Whether a subscriber's handler can read its own connection: under gevent, whose
+    sockets never block the process, and not over TLS (its bytes are not the frames)."""
+    return patched("socket") and sock is not None and not isinstance(sock, ssl.SSLSocket)
+
+
+class NoThread:
+    """What simple-websocket is given to start as its reader when the handler reads itself."""
+
+    name = "userservice-websocket"
+
+    def __init__(self, target):
+        pass
+
+    def start(self):
+        pass
+
+
+class Frames:
+    """The connection's socket as simple-websocket uses it, except that `send` sends every
+    byte, one caller at a time. simple-websocket 1.1 calls `send` once per frame: when a slow
+    peer's buffers are full the kernel takes part of it and the rest is lost, tearing the
+    frame (its issue #45); and its reader thread answers pings on the same socket.
+    `send_now` is the publisher's: see the module's docstring."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.sending = threading.Lock()
+        self.unsent = b""  # the rest of a frame the kernel took a part of in `send_now`
+
+    def send(self, data):
+        """sendall's loop without sendall: gevent's asks the kernel for the send buffer's size
+        before every call, a system call per frame sent. What `send_now` left goes first."""
+        with self.sending:
+            view = memoryview(self.unsent + data if self.unsent else data)
+            self.unsent = b""
+            while view:
+                view = view[self.sock.send(view):]
+        return len(data)
+
+    def send_now(self, data):
+        """Send without waiting, or not at all: whether the frame was taken. A frame the kernel
+        took only a part of counts as sent; its rest waits in `unsent` for the handler's next
+        `send` (the caller wakes it). Only where the socket never blocks (`reads_itself`)."""
+        if self.unsent or not self.sending.acquire(blocking=False):
+            return False
+        try:
+            self.unsent = data[os.write(self.sock.fileno(), data):]
+            return True
+        except OSError:  # full (BlockingIOError), or the client has gone: the handler sends it
+            return False
+        finally:
+            self.sending.release()
+
+    def publisher_side(self, woken):
+        """A subscription's `direct` (hub.Subscription.offer): its frame sent at once, or
+        not taken; `woken` is set when a rest is left for the handler to send."""
+
+        def deliver(event):
+            if not self.send_now(event.websocket):
+                return False
+            if self.unsent:
+                woken.set()
+            return True
+
+        return deliver
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+class ThreadReader:
+    """simple-websocket's reader thread reads and pings; the handler drops what it kept."""
+
+    def __init__(self, ws):
+        self.ws = ws
+
+    def read(self):
+        """Clients send nothing worth reading; dropping what they send keeps memory bounded.
+        Raises ConnectionClosed once the peer has gone (closed, or failed a ping). Asks
+        `receive` only when its reader has left something: under gevent
+        `receive(timeout=0)` arms and fires a timer."""
+        while self.ws.input_buffer or not self.ws.connected:
+            if self.ws.receive(timeout=0) is None:
+                return
+
+    def ping(self):
+        """Never asked: simple-websocket's thread pings on a timer of its own."""
+
+    def close(self):
+        pass
+
+
+class OwnReader:
+    """The handler reads its client itself when a watcher on gevent's loop says it sent
+    something, and answers what simple-websocket's reader would: a ping with a pong, a
+    close with a close, a message over `max_size` with close code 1009."""
+
+    def __init__(self, ws, woken, max_size):
+        import gevent
+
+        self.ws, self.woken, self.max_size = ws, woken, max_size
+        self.message_size = 0
+        self.readable = False
+        self.watcher = gevent.get_hub().loop.io(ws.sock.fileno(), 1)
+        self.watcher.start(self.arrived)
+
+    def arrived(self):
+        """In gevent's loop: stop watching until the handler has read (the watcher is
+        level-triggered), and wake it."""
+        self.watcher.stop()
+        self.readable = True
+        self.woken.set()
+
+    def read(self):
+        """Take what the client sent, if anything; raise ConnectionClosed once it has gone."""
+        if not self.readable:
+            return
+        self.readable = False
+        try:
+            data = self.ws.sock.recv(RECEIVE_BYTES)
+        except OSError:
+            data = b""
+        if not data:
+            self.ws.connected = False
+            raise ConnectionClosed(CloseReason.ABNORMAL_CLOSURE, None)
+        try:
+            self.ws.ws.receive_data(data)
+            reply = b"".join(self.answer(event) for event in self.ws.ws.events())
+        except LocalProtocolError:
+            self.ws.connected = False
+        else:
+            if reply:
+                self.ws.sock.send(reply)
+        if not self.ws.connected:
+            raise ConnectionClosed(self.ws.close_reason, self.ws.close_message)
+        self.watcher.start(self.arrived)
+
+    def answer(self, event):
+        """What to send back for one event from the client."""
+        if isinstance(event, CloseConnection):
+            self.ws.connected = False
+            self.ws.close_reason, self.ws.close_message = event.code, event.reason
+            return self.ws.ws.send(event.response())
+        if isinstance(event, Ping):
+            return self.ws.ws.send(event.response())
+        if isinstance(event, Pong):
+            self.ws.pong_received = True
+        elif isinstance(event, (TextMessage, BytesMessage)):
+            size = self.message_size + len(event.data)
+            if size > self.max_size:
+                self.ws.connected = False
+                return self.ws.ws.send(CloseConnection(CloseReason.MESSAGE_TOO_BIG, "Message is too big"))
+            self.message_size = 0 if event.message_finished else size
+        return b""
+
+    def ping(self):
+        """At the hub's ping beat: ping, or close a client that did not answer the last one."""
+        if not self.ws.pong_received:
+            self.ws.close(reason=CloseReason.POLICY_VIOLATION, message="Ping/Pong timeout")
+            raise ConnectionClosed(CloseReason.POLICY_VIOLATION, "Ping/Pong timeout")
+        self.ws.pong_received = False
+        self.ws.sock.send(self.ws.ws.send(Ping()))
+
+    def close(self):
+        self.watcher.stop()
+        self.watcher.close()
