@@ -322,6 +322,18 @@ def test_stream_beyond_the_limit_is_503_with_retry_after(two_streams_at_most, cl
     assert open_stream().next_event() == (0, "null")
 
 
+def test_stream_sse_body_closed_unread_or_half_read_frees_its_slot(two_streams_at_most, client, app, open_stream):
+    """The server may close the body before reading any of it (a client gone at once)."""
+    unread = client.get("/user/stream", buffered=False)
+    half_read = client.get("/user/stream", buffered=False)
+    next(iter(half_read.response))  # the retry hint
+    assert len(parts(app).hub.subscribers) == 2
+    unread.close()
+    half_read.close()
+    assert not parts(app).hub.subscribers
+    assert [open_stream().next_event() for _ in range(2)] == [(0, "null")] * 2
+
+
 # --- what the redesign must not break: lag, catch-up before the first event, pruned edges ---
 
 

@@ -21,6 +21,7 @@ sock = Sock()
 
 SSE_RETRY_MS = 2000
 KEEP_ALIVE_COMMENT = b": keep-alive\n\n"
+RETRY_HINT = b"retry: %d\n\n" % SSE_RETRY_MS
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 GOING_AWAY = 1001  # the WebSocket close code for a server shutting down
 MAX_CLIENT_MESSAGE = 64 * 1024  # clients send nothing; a larger message closes their WebSocket
@@ -174,20 +175,38 @@ def going_away(ws):
 
 @bp.get("/user/stream")
 def event_stream():
-    """The slot is given back when the server closes the response, however it ends: the
-    body may never be read (a client gone before it started), so its end cannot do it."""
     service = extension.current()
     backlog = resume_backlog(service.change_log, g.subscription, request.headers.get("Last-Event-ID"))
-    subscription = take_subscription()
+    service.metrics.stream_opened("sse")
+    return event_stream_response(EventStream(service, take_subscription(), backlog))
 
-    def events():
-        yield "retry: %d\n\n" % SSE_RETRY_MS
+
+class EventStream:
+    """The body of a Server-Sent Events response, handed to the WSGI server as it is.
+
+    The slot is given back when the server closes the body, however it ends. The body may
+    never be read (a client gone before it started), so its end cannot do it. Werkzeug's
+    wrappers around a body (its ClosingIterator, its encoder) would cost each event two more
+    generator steps, and each idle stream their frames on its greenlet's saved stack."""
+
+    def __init__(self, service, subscription, backlog):
+        self.service, self.subscription, self.backlog = service, subscription, backlog
+        self.events = None
+
+    def __iter__(self):
+        self.events = self.generate()
+        return self.events
+
+    def generate(self):
+        subscription, backlog, self.backlog = self.subscription, self.backlog, None
+        yield RETRY_HINT
         for seq, state in backlog:
             yield Event(seq, state).sse
+        del backlog
         while True:
             event = subscription.next()  # a change, or the hub's heartbeat (no timer of its own)
             if subscription.lagging:
-                service.metrics.stream_lagged("sse")
+                self.service.metrics.stream_lagged("sse")
             if event is CLOSED or event is GONE or subscription.lagging:
                 return  # a lagging client reconnects with Last-Event-ID and misses nothing
             if event is KEEP_ALIVE:
@@ -195,18 +214,16 @@ def event_stream():
             elif event is not None:
                 yield event.sse
 
-    def closed():
-        service.hub.unsubscribe(subscription)
-        service.metrics.stream_closed("sse")
-
-    response = event_stream_response(events())
-    service.metrics.stream_opened("sse")
-    response.call_on_close(closed)
-    return response
+    def close(self):
+        if self.events is not None:
+            self.events.close()
+        self.service.hub.unsubscribe(self.subscription)
+        self.service.metrics.stream_closed("sse")
 
 
 def event_stream_response(body):
-    return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
+    """`direct_passthrough`: the body's items are bytes already (see EventStream)."""
+    return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
 
 
 def resume_backlog(change_log, subscription, last_event_id):
