@@ -294,7 +294,7 @@ def assert_stream_slots_free(server, per_worker):
     STREAM_MAX_SUBSCRIBERS): a worker that refuses one before then holds a slot nobody uses.
     gunicorn picks the worker of each connection, so some land on a full one (503 there)."""
     held = {pid: [] for pid in worker_pids(server)}
-    connections = []
+    connections, responses = [], []
     try:
         for _attempt in range(20 * per_worker * len(held)):
             if all(len(streams) >= per_worker for streams in held.values()):
@@ -302,8 +302,10 @@ def assert_stream_slots_free(server, per_worker):
             connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
             connections.append(connection)
             connection.request("GET", "/user/stream")
+            port = connection.sock.getsockname()[1]  # http.client lets go of a socket that will close
             response = connection.getresponse()  # the worker has accepted it: now it can be found
-            worker = worker_of(server, connection.sock.getsockname()[1])
+            responses.append(response)  # which holds the socket when it will close
+            worker = worker_of(server, port)
             if response.status == 503:
                 assert len(held[worker]) >= per_worker, \
                     "worker %d refused a stream while holding %d of ours, of %d" % (
@@ -313,8 +315,9 @@ def assert_stream_slots_free(server, per_worker):
                 held[worker].append(connection)
         pytest.fail("%d connections did not fill every worker" % len(connections))
     finally:
-        for connection in connections:
+        for connection, response in zip(connections, responses):
             connection.close()
+            response.close()
 
 
 class KeepOpen:

@@ -248,7 +248,25 @@ def test_hub_heartbeat_beats_each_kind_at_its_interval_until_stopped():
         heartbeat.stop()
         heartbeat.join(5)
     assert not heartbeat.thread.is_alive()
-    assert 5 <= fast_beats <= 11  # about ten fast beats to one slow
+    assert 7 <= fast_beats <= 13  # about ten fast beats to one slow (give or take a beat at each end)
+
+
+def test_hub_beats_each_subscriber_once_per_round_of_slices_and_resubscribing_keeps_its_turn():
+    subscribers = hub.Hub()
+    subscribers.publish(0, "null")
+    pinged = [subscribers.subscribe(4, limit=100, beats="ping") for _ in range(3 * hub.BEAT_SLICES)]
+    beaten_at = {}
+    for turn in range(hub.BEAT_SLICES):
+        subscribers.beat("ping", turn)
+        for number, subscription in enumerate(pinged):
+            if subscription.next(0) is hub.KEEP_ALIVE:
+                assert number not in beaten_at  # once a round
+                beaten_at[number] = turn
+    assert sorted(beaten_at) == list(range(len(pinged)))
+    assert sorted(beaten_at.values()).count(0) == 3  # a tenth at a time
+    fresh = subscribers.resubscribe(pinged[0])
+    subscribers.beat("ping", beaten_at[0])
+    assert fresh.next(0) is hub.KEEP_ALIVE
 
 
 def test_subscription_direct_delivers_only_with_nothing_queued_and_in_order():

@@ -70,7 +70,8 @@ class EventSubscriber(Subscriber):
         self.connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT_SECONDS)
         headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
         self.connection.request("GET", "/user/stream", headers=headers)
-        self.port = self.connection.sock.getsockname()[1]
+        self.socket = self.connection.sock  # the response takes it over when it will close
+        self.port = self.socket.getsockname()[1]
         self.response = self.connection.getresponse()
         assert self.response.status == 200
         self.thread.start()
@@ -87,9 +88,12 @@ class EventSubscriber(Subscriber):
             self.states.append(fields["data"])
 
     def close(self):
-        if self.connection.sock is not None:  # shut down first: the reading thread holds it
-            self.connection.sock.shutdown(socket.SHUT_RDWR)
+        try:  # shut down first: the reading thread holds it
+            self.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:  # the server has closed it
+            pass
         self.connection.close()
+        self.socket.close()
 
 
 class SdkSubscriber(Subscriber):
@@ -383,6 +387,77 @@ def test_stream_websocket_message_over_64_kb_closes_with_1009(serve, database_ur
     assert frame[0] == 0x8 and int.from_bytes(frame[1][:2], "big") == 1009
 
 
+@pytest.mark.parametrize("worker_class, delimited_by", [("gevent", "close"), ("gthread", "chunks")])
+def test_stream_sse_carries_the_apps_headers_however_its_body_is_delimited(serve, database_url, worker_class,
+                                                                            delimited_by):
+    """Under gevent the stream answers on the connection itself (event_stream.py), its body
+    delimited by the close; under gthread gunicorn writes it, chunked. Same head, same events."""
+    server = serve(database_url, workers=1, args=("--worker-class", worker_class))
+    subscriber = EventSubscriber(server)
+    try:
+        headers = {name.lower(): value for name, value in subscriber.response.getheaders()}
+        assert headers["content-type"] == "text/event-stream; charset=utf-8"
+        assert headers["cache-control"] == "no-cache" and headers["x-accel-buffering"] == "no"
+        assert headers["x-request-id"] and headers["x-userservice-version"]
+        if delimited_by == "close":
+            assert headers["connection"] == "close" and "transfer-encoding" not in headers
+        else:
+            assert headers["transfer-encoding"] == "chunked"
+        post(server, "/user/select", {"user_id": "auth0|mark"})
+        assert subscriber.wait_for(2) == ["null", current_text(server)]
+    finally:
+        subscriber.close()
+
+
+def test_stream_sse_slow_reader_gets_whole_events_in_order_and_resumes_to_the_last(serve, database_url):
+    """A reader with small buffers that reads nothing while large changes pass: what the
+    publisher wrote in part is finished before anything else, the stream is ended once its
+    queue overflows, and a resume by Last-Event-ID reaches the final state without a gap."""
+    server = serve(database_url, workers=1, extra_env={"USERSERVICE_STREAM_QUEUE_SIZE": "2"})
+    profile = post(server, "/user/select", {"user_id": "auth0|slow"})
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT_SECONDS)
+    connection.sock = socket.socket()
+    connection.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: its window
+    connection.sock.settimeout(WAIT_SECONDS)
+    connection.sock.connect(("127.0.0.1", server.port))
+    connection.request("GET", "/user/stream")
+    response = connection.getresponse()
+    first = read_event(response)
+    updates = 200  # 200 x 32 KB: more than the kernel's buffers and the queue together
+    for number in range(updates):
+        post(server, "/user/update", {**profile, "picture": "p" * 16000, "name": "%d-%s" % (number, "n" * 16000)})
+    final, ids = current_text(server), [first[0]]
+    while (event := read_event(response)) is not None and event[1] != final:
+        assert event[0] > ids[-1] and UserProfile.from_json(event[1]).id == profile["id"]  # whole, in order
+        ids.append(event[0])
+    connection.close()
+    response.close()
+    assert event is None and len(ids) < updates  # it was ended, not sent everything
+    resumed = EventSubscriber(server, last_event_id=ids[-1])
+    try:
+        while final not in resumed.states:
+            resumed.wait_for(len(resumed.states) + 1)
+        assert resumed.ids == list(range(ids[-1] + 1, resumed.ids[-1] + 1))  # not a change missed
+    finally:
+        resumed.close()
+
+
+def read_event(response):
+    """(id, data) of the next event with data, or None at the end of the stream."""
+    fields = {}
+    while True:
+        line = response.readline().decode()
+        if not line:
+            return None
+        if line == "\n":
+            if "data" in fields:
+                return int(fields["id"]), fields["data"]
+            fields = {}
+            continue
+        name, _, value = line.rstrip("\n").partition(": ")
+        fields[name] = value
+
+
 HANDSHAKE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
              "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
 
@@ -513,7 +588,8 @@ def drop(connection, how):
 def test_stream_websockets_dropped_during_a_delivery_log_no_error_and_free_their_slots(serve, database_url):
     """Clients that read nothing (small buffers) leave while the server is blocked writing to
     them: a departure breaks a write mid-frame, which must end the stream quietly."""
-    server = serve(database_url, extra_env={"USERSERVICE_STREAM_MAX_SUBSCRIBERS": "40"})  # room for 50 on 2
+    # room for all 50 on either worker: gunicorn may hand most of the connections to one
+    server = serve(database_url, extra_env={"USERSERVICE_STREAM_MAX_SUBSCRIBERS": "50"})
     profile = post(server, "/user/select", {"user_id": "auth0|drop"})
     sockets = []
     for _ in range(50):
@@ -526,7 +602,7 @@ def test_stream_websockets_dropped_during_a_delivery_log_no_error_and_free_their
     for number, connection in enumerate(sockets):
         drop(connection, ("reset", "close", "shutdown")[number % 3])
     post(server, "/user/update", {**profile, "name": "after"})
-    assert_stream_slots_free(server, 40)
+    assert_stream_slots_free(server, 50)
     output = server.stop()
     for connection in sockets:
         connection.close()

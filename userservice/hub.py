@@ -18,6 +18,7 @@ CLOSED = object()  # what `Subscription.next` returns once the hub has shut down
 GONE = object()  # what `Subscription.next` returns once the subscriber's client was found gone
 KEEP_ALIVE = object()  # what `Subscription.next` returns when a heartbeat is due (`Hub.beat`)
 RETRY_SECONDS = 5  # what a refused subscriber is told to wait
+BEAT_SLICES = 10  # Heartbeat beats a kind's subscribers in this many turns per interval
 
 
 def never_gone():
@@ -67,6 +68,7 @@ class Subscription:
         self.beats = beats  # the kind of beat it is sent (Heartbeat), if any
         self.direct = direct  # delivers an Event without the handler, when it can (see offer)
         self.beat_due = False
+        self.beat_slice = 0  # which of Heartbeat's turns beats it
         self.events = []  # an empty deque costs ~600 bytes, an empty list 56; few are long
         self.arrived = threading.Event() if arrived is None else arrived
         self.lagging = False  # set once a change did not fit: the subscriber has missed it
@@ -117,12 +119,14 @@ class Subscription:
 
 class Heartbeat:
     """One timer for every subscriber that is sent beats, instead of one per subscriber: a
-    thread that beats the hub with each kind every `intervals[kind]` seconds (Server-Sent
-    Events' keep-alive comments, WebSocket pings) until stopped, whatever the database does
-    meanwhile."""
+    thread that beats each kind (Server-Sent Events' keep-alive comments, WebSocket pings)
+    until stopped, whatever the database does meanwhile. Every subscriber of a kind is beaten
+    once every `intervals[kind]` seconds, a `BEAT_SLICES`th of them at a time, so that ten
+    thousand pings do not hold a worker all at once."""
 
     def __init__(self, hub, intervals):
-        self.hub, self.intervals = hub, dict(intervals)
+        self.hub = hub
+        self.intervals = {kind: interval / BEAT_SLICES for kind, interval in intervals.items()}
         self.stopped = threading.Event()
         self.thread = None
 
@@ -132,11 +136,13 @@ class Heartbeat:
 
     def run(self):
         due = {kind: time.monotonic() + interval for kind, interval in self.intervals.items()}
+        ticks = dict.fromkeys(due, 0)
         while True:
             kind = min(due, key=due.get)
             if self.stopped.wait(max(0, due[kind] - time.monotonic())):
                 return
-            self.hub.beat(kind)
+            self.hub.beat(kind, ticks[kind] % BEAT_SLICES)
+            ticks[kind] += 1
             due[kind] = max(due[kind] + self.intervals[kind], time.monotonic())
 
     def stop(self):
@@ -157,6 +163,7 @@ class Hub:
         self.subscribers = set()
         self.watchers = set()  # streams fed no changes (the health stream), limited and ended alike
         self.latest = None  # (seq, state) as of the last change read
+        self.subscribed = 0  # subscriptions made, which deals them out to Heartbeat's turns
         self.closed = False
 
     def publish(self, seq, state):
@@ -169,11 +176,12 @@ class Hub:
                 subscription.offer(event)
             self.moved.notify_all()
 
-    def beat(self, kind):
-        """A beat for every subscriber that is sent this kind (see Heartbeat)."""
+    def beat(self, kind, beat_slice=None):
+        """A beat for the subscribers that are sent this kind, of one slice of them or all
+        (see Heartbeat)."""
         with self.lock:
             for subscription in self.subscribers:
-                if subscription.beats == kind:
+                if subscription.beats == kind and beat_slice in (None, subscription.beat_slice):
                     subscription.keep_alive()
 
     def advance(self, seq):
@@ -193,6 +201,7 @@ class Hub:
         with self.lock:
             self.refuse_when_full(limit)
             subscription = Subscription(*self.latest, size, peer_gone, beats=beats)
+            subscription.beat_slice, self.subscribed = self.subscribed % BEAT_SLICES, self.subscribed + 1
             self.subscribers.add(subscription)
             return subscription
 
@@ -243,6 +252,7 @@ class Hub:
             self.subscribers.discard(subscription)
             fresh = Subscription(*self.latest, subscription.size, subscription.peer_gone, subscription.arrived,
                                  subscription.beats, subscription.direct)
+            fresh.beat_slice = subscription.beat_slice  # a ping is still an interval after the last
             if self.closed:
                 fresh.end()
             else:

@@ -5,6 +5,7 @@ Both carry the same bytes: the current UserProfile as JSON, or `null` when nobod
 /.well-known/stream/health: the WebSocket PiecesOS clients hold open while the server runs.
 """
 import functools
+import operator
 import re
 import socket
 import threading
@@ -13,21 +14,19 @@ import time
 from flask import Blueprint, Response, current_app, g, request
 from flask_sock import ConnectionClosed, Sock
 
-from .. import extension, peers, websockets
-from ..hub import CLOSED, GONE, KEEP_ALIVE, Event
+from .. import extension, peers, stream_sockets
+from ..event_stream import EventStream, EventStreamResponse
+from ..hub import CLOSED, GONE, KEEP_ALIVE
 
 bp = Blueprint("stream", __name__)
 sock = Sock()
 
-SSE_RETRY_MS = 2000
-KEEP_ALIVE_COMMENT = b": keep-alive\n\n"
-RETRY_HINT = b"retry: %d\n\n" % SSE_RETRY_MS
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 GOING_AWAY = 1001  # the WebSocket close code for a server shutting down
 MAX_CLIENT_MESSAGE = 64 * 1024  # clients send nothing; a larger message closes their WebSocket
 LAST_EVENT_ID = re.compile(r"[0-9]{1,19}")  # a seq, as the int64 column holds it
 HEALTHY = "ok"  # what PiecesOS sends on its health stream, and what its clients look for
 HEALTH_STREAM = "stream.health_stream"
+WEBSOCKET_FRAME = operator.attrgetter("websocket")
 
 
 @bp.before_request
@@ -39,23 +38,24 @@ def admit():
     service, config = extension.current(), current_app.config
     if request.method == "HEAD":
         service.hub.check_room(config["STREAM_MAX_SUBSCRIBERS"])
-        return event_stream_response(iter(()))
+        return EventStreamResponse(iter(()))
     if request.method != "GET":
         return None
     client = peers.connection(request.environ)
     websocket = request.environ.get("HTTP_UPGRADE", "").lower() == "websocket"
+    owned = "gunicorn.socket" in request.environ and stream_sockets.owned(client)
     if websocket:
         # permessage-deflate costs ~90 KB per connection for frames of a few hundred bytes:
         # without the offer, simple-websocket does not negotiate it.
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         for key in peers.SERVER_SOCKETS:
             if key in request.environ:
-                request.environ[key] = websockets.Frames(request.environ[key])
+                request.environ[key] = stream_sockets.Frames(request.environ[key])
     if request.endpoint == HEALTH_STREAM:
         g.subscription = service.follower.watch(config["STREAM_MAX_SUBSCRIBERS"])
         return None
-    g.reads_itself = websocket and websockets.reads_itself(client)
-    beats = "ping" if g.reads_itself else None if websocket else "sse"
+    g.owned = owned  # its handler reads and writes the connection itself (stream_sockets.py)
+    beats = ("ping" if owned else None) if websocket else "sse"
     g.subscription = service.follower.subscribe(config["STREAM_QUEUE_SIZE"], config["STREAM_MAX_SUBSCRIBERS"],
                                                 functools.partial(peers.gone, client), beats)
     return None
@@ -85,8 +85,8 @@ def websocket_stream(ws):
     metrics.stream_opened("websocket")
     try:
         ws.send(subscription.state)
-        if g.pop("reads_itself"):
-            subscription.direct = ws.sock.publisher_side(subscription.arrived)
+        if g.pop("owned"):
+            subscription.direct = ws.sock.publisher_side(subscription.arrived, WEBSOCKET_FRAME)
         while True:
             event = subscription.next()  # woken by a change, a beat or the client
             if event is GONE:
@@ -101,7 +101,7 @@ def websocket_stream(ws):
                 ws.send(subscription.state)
             elif event is KEEP_ALIVE:
                 reader.ping()
-            else:  # what a partial write from the publisher left goes first (websockets.Frames)
+            else:  # what a partial write from the publisher left goes first (stream_sockets.Frames)
                 send_frame(ws, b"" if event is None else event.websocket)
     except OSError:
         return
@@ -112,9 +112,9 @@ def websocket_stream(ws):
 
 
 def client_reader(ws, subscription):
-    if isinstance(ws.thread, websockets.NoThread):
-        return websockets.OwnReader(ws, subscription.arrived, MAX_CLIENT_MESSAGE)
-    return websockets.ThreadReader(ws)
+    if isinstance(ws.thread, stream_sockets.NoThread):
+        return stream_sockets.OwnReader(ws, subscription.arrived, MAX_CLIENT_MESSAGE)
+    return stream_sockets.ThreadReader(ws)
 
 
 @sock.route("/.well-known/stream/health", bp=bp)
@@ -123,7 +123,7 @@ def health_stream(ws):
     The SDK's PiecesClient reads `ok` as "PiecesOS is running" (pieces-cli's MCP gateway asks
     it before each tool call), and pieces-cli's TUI each frame as connected or not."""
     hub, watcher = extension.current().hub, take_subscription()
-    reader = websockets.ThreadReader(ws)
+    reader = stream_sockets.ThreadReader(ws)
     interval = current_app.config["STREAM_HEARTBEAT_INTERVAL"]
     try:
         while True:
@@ -150,10 +150,10 @@ def send_frame(ws, frame):
 
 def reader_thread(target):
     """simple-websocket's reader: none where the handler reads its client itself (see
-    websockets.py); else a thread that must not hold a gthread worker's exit, as it waits for
+    stream_sockets.py); else a thread that must not hold a gthread worker's exit, as it waits for
     a peer that may never answer (threading.Thread is looked up now, after gevent patched it)."""
-    if g.get("reads_itself"):
-        return websockets.NoThread(target)
+    if g.get("owned"):
+        return stream_sockets.NoThread(target)
     return threading.Thread(target=target, daemon=True)
 
 
@@ -177,53 +177,9 @@ def going_away(ws):
 def event_stream():
     service = extension.current()
     backlog = resume_backlog(service.change_log, g.subscription, request.headers.get("Last-Event-ID"))
+    frames = stream_sockets.Frames(peers.connection(request.environ)) if g.pop("owned") else None
     service.metrics.stream_opened("sse")
-    return event_stream_response(EventStream(service, take_subscription(), backlog))
-
-
-class EventStream:
-    """The body of a Server-Sent Events response, handed to the WSGI server as it is.
-
-    The slot is given back when the server closes the body, however it ends. The body may
-    never be read (a client gone before it started), so its end cannot do it. Werkzeug's
-    wrappers around a body (its ClosingIterator, its encoder) would cost each event two more
-    generator steps, and each idle stream their frames on its greenlet's saved stack."""
-
-    def __init__(self, service, subscription, backlog):
-        self.service, self.subscription, self.backlog = service, subscription, backlog
-        self.events = None
-
-    def __iter__(self):
-        self.events = self.generate()
-        return self.events
-
-    def generate(self):
-        subscription, backlog, self.backlog = self.subscription, self.backlog, None
-        yield RETRY_HINT
-        for seq, state in backlog:
-            yield Event(seq, state).sse
-        del backlog
-        while True:
-            event = subscription.next()  # a change, or the hub's heartbeat (no timer of its own)
-            if subscription.lagging:
-                self.service.metrics.stream_lagged("sse")
-            if event is CLOSED or event is GONE or subscription.lagging:
-                return  # a lagging client reconnects with Last-Event-ID and misses nothing
-            if event is KEEP_ALIVE:
-                yield KEEP_ALIVE_COMMENT
-            elif event is not None:
-                yield event.sse
-
-    def close(self):
-        if self.events is not None:
-            self.events.close()
-        self.service.hub.unsubscribe(self.subscription)
-        self.service.metrics.stream_closed("sse")
-
-
-def event_stream_response(body):
-    """`direct_passthrough`: the body's items are bytes already (see EventStream)."""
-    return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
+    return EventStreamResponse(EventStream(service, take_subscription(), backlog, frames))
 
 
 def resume_backlog(change_log, subscription, last_event_id):

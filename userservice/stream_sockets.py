@@ -1,14 +1,22 @@
-"""A stream's WebSocket connection, as flask-sock's simple-websocket sets it up, at as little
-cost per subscriber as the worker allows.
+"""The connection of a stream (`/user/stream`), at as little cost per subscriber as the
+worker allows.
 
-simple-websocket reads each connection in a thread of its own. Under a gevent worker that is
-a second greenlet per subscriber, and its saved stack nearly doubled what an idle one cost.
-There the subscriber's own handler reads instead (`OwnReader`). A watcher on gevent's loop
-wakes it when its client has sent something. Its pings come with the hub's beat (hub.Heartbeat),
-not from a timer of its own. A change goes to the socket from the publisher itself when the
-kernel takes it at once (`Frames.send_now`), so it wakes no handler. Under threads (gthread,
-`flask run`), over TLS, and on the health stream, simple-websocket's reader thread reads and
-pings as before (`ThreadReader`).
+Under a gevent worker, whose sockets never block the process:
+
+- A change goes to the socket from the publisher itself when the kernel takes it at once
+  (`Frames.send_now`, given to the hub as a subscription's `direct`). So a change wakes no
+  handler, for WebSocket frames and Server-Sent Events alike.
+- A WebSocket's handler reads its client itself (`OwnReader`). A watcher on gevent's loop
+  wakes it when its client has sent something, and its pings come with the hub's beat
+  (hub.Heartbeat). simple-websocket (under flask-sock) would read each connection in a
+  thread of its own: under gevent, a second greenlet whose saved stack nearly doubled what an
+  idle subscriber cost.
+- A Server-Sent Events stream answers its request on the socket itself (`EventStream` in
+  api/stream.py): the head once, then the events as they are, without gunicorn's chunked
+  writer. Then it tells gunicorn so, as flask-sock does for a WebSocket.
+
+Under threads (gthread, `flask run`) and over TLS each handler sends everything, and
+simple-websocket's reader thread reads and pings (`ThreadReader`), as on the health stream.
 """
 import os
 import ssl
@@ -22,11 +30,12 @@ from wsproto.utilities import LocalProtocolError
 from .greenlets import patched
 
 RECEIVE_BYTES = 4096  # what simple-websocket reads at a time
+CLOSE_REPLY_SECONDS = 1  # how long a handler waits for its reader thread to end
 
 
-def reads_itself(sock):
-    """Whether a subscriber's handler can read its own connection: under gevent, whose
-    sockets never block the process, and not over TLS (its bytes are not the frames)."""
+def owned(sock):
+    """Whether a stream's connection can be read and written as above: under gevent, and not
+    over TLS (its bytes are not the frames)."""
     return patched("socket") and sock is not None and not isinstance(sock, ssl.SSLSocket)
 
 
@@ -67,7 +76,7 @@ class Frames:
     def send_now(self, data):
         """Send without waiting, or not at all: whether the frame was taken. A frame the kernel
         took only a part of counts as sent; its rest waits in `unsent` for the handler's next
-        `send` (the caller wakes it). Only where the socket never blocks (`reads_itself`)."""
+        `send` (the caller wakes it). Only where the socket never blocks (`owned`)."""
         if self.unsent or not self.sending.acquire(blocking=False):
             return False
         try:
@@ -78,12 +87,12 @@ class Frames:
         finally:
             self.sending.release()
 
-    def publisher_side(self, woken):
-        """A subscription's `direct` (hub.Subscription.offer): its frame sent at once, or
-        not taken; `woken` is set when a rest is left for the handler to send."""
+    def publisher_side(self, woken, frame_of):
+        """A subscription's `direct` (hub.Subscription.offer): the event's frame (`frame_of`)
+        sent at once, or not taken; `woken` is set when a rest is left for the handler."""
 
         def deliver(event):
-            if not self.send_now(event.websocket):
+            if not self.send_now(frame_of(event)):
                 return False
             if self.unsent:
                 woken.set()
@@ -107,6 +116,8 @@ class ThreadReader:
         `receive` only when its reader has left something: under gevent
         `receive(timeout=0)` arms and fires a timer."""
         while self.ws.input_buffer or not self.ws.connected:
+            if not self.ws.connected:  # its reader may still be sending the reply to a close
+                self.ws.thread.join(CLOSE_REPLY_SECONDS)
             if self.ws.receive(timeout=0) is None:
                 return
 

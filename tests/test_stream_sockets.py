@@ -1,11 +1,11 @@
-"""websockets.Frames over a real socket pair: what the publisher sends at once and what the
+"""stream_sockets.Frames over a real socket pair: what the publisher sends at once and what the
 handler sends after it reach the client whole and in order."""
 import socket
 import threading
 
 import pytest
 
-from userservice import websockets
+from userservice import stream_sockets
 
 
 @pytest.fixture
@@ -29,14 +29,14 @@ def read_exactly(sock, size):
 
 def test_frames_send_now_sends_what_fits_at_once(pair):
     server, client = pair
-    frames = websockets.Frames(server)
+    frames = stream_sockets.Frames(server)
     assert frames.send_now(b"one") and frames.send_now(b"two")
     assert frames.unsent == b"" and read_exactly(client, 6) == b"onetwo"
 
 
 def test_frames_rest_of_a_partial_send_goes_before_the_next_frame(pair):
     server, client = pair
-    frames, big = websockets.Frames(server), bytes(range(256)) * 4096  # 1 MB: more than the buffers
+    frames, big = stream_sockets.Frames(server), bytes(range(256)) * 4096  # 1 MB: more than the buffers
     assert frames.send_now(big)  # taken: a part now, the rest left for the handler
     assert frames.unsent and not frames.send_now(b"later")  # nothing jumps the queue
     received = []
@@ -50,7 +50,7 @@ def test_frames_rest_of_a_partial_send_goes_before_the_next_frame(pair):
 
 def test_frames_send_now_refuses_a_full_socket_and_while_the_handler_sends(pair):
     server, client = pair
-    frames = websockets.Frames(server)
+    frames = stream_sockets.Frames(server)
     while frames.send_now(b"x" * 65536) and not frames.unsent:
         pass  # fill the buffers
     frames.unsent = b""
@@ -63,7 +63,7 @@ def test_frames_send_now_refuses_a_full_socket_and_while_the_handler_sends(pair)
 def test_frames_publisher_side_wakes_the_handler_only_for_a_rest(pair):
     server, client = pair
     woken = threading.Event()
-    deliver = websockets.Frames(server).publisher_side(woken)
+    deliver = stream_sockets.Frames(server).publisher_side(woken, lambda event: event.websocket)
 
     class Event:
         websocket = b"small"
@@ -73,6 +73,6 @@ def test_frames_publisher_side_wakes_the_handler_only_for_a_rest(pair):
     assert deliver(Event) and woken.is_set()
 
 
-def test_websockets_reads_itself_only_under_gevent():
-    """The tests run without gevent: a gunicorn gevent worker is where the handler reads."""
-    assert not websockets.reads_itself(socket.socket())
+def test_stream_sockets_owned_only_under_gevent():
+    """The tests run without gevent: a gunicorn gevent worker is where handlers own theirs."""
+    assert not stream_sockets.owned(socket.socket())

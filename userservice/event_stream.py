@@ -1,0 +1,113 @@
+"""The body of a Server-Sent Events response on /user/stream (the view is in api/stream.py).
+
+The body goes to the WSGI server as it is (`direct_passthrough`). Werkzeug's wrappers around
+a body, its closing iterator and its encoder, would cost each event two more generator
+steps, and each idle stream their frames on its greenlet's saved stack.
+
+Under gevent and gunicorn (stream_sockets.owned) the stream answers on the socket itself.
+It writes the head once, then the events as they are, delimited by the connection's close.
+The publisher writes each event when the kernel takes it at once. It then raises
+StopIteration from `__iter__`, which is how gunicorn is told that a request was answered
+outside it (flask-sock tells it so for a WebSocket), and gunicorn closes the connection.
+Elsewhere the WSGI server writes what the body yields.
+"""
+import operator
+
+from flask import Response
+
+from .hub import CLOSED, GONE, KEEP_ALIVE, Event
+
+SSE_RETRY_MS = 2000
+RETRY_HINT = b"retry: %d\n\n" % SSE_RETRY_MS
+KEEP_ALIVE_COMMENT = b": keep-alive\n\n"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SSE_FRAME = operator.attrgetter("sse")
+
+
+class EventStream:
+    """The events of one subscription: its backlog, then each change and heartbeat.
+
+    The slot is given back when the server closes the body, however it ends. The body may
+    never be read (a client gone before it started), so its end cannot do it."""
+
+    def __init__(self, service, subscription, backlog, frames=None):
+        self.service, self.subscription, self.backlog = service, subscription, backlog
+        self.frames = frames  # the connection (stream_sockets.Frames), when answering on it
+        self.head = None  # the status line and headers, when answering on the connection
+        self.events = None
+        self.response_close = None  # the response's own close, and its callbacks (the access log)
+        self.closed = False
+
+    def __iter__(self):
+        if self.frames is None or self.head is None:
+            self.events = self.generate()
+            return self.events
+        try:
+            self.answer_on_the_connection()
+        except OSError:  # the client has gone
+            pass
+        raise StopIteration("answered on the connection")
+
+    def generate(self):
+        subscription, backlog, self.backlog = self.subscription, self.backlog, None
+        yield RETRY_HINT
+        for seq, state in backlog:
+            yield Event(seq, state).sse
+        del backlog
+        for item in self.live(subscription):
+            if item is not None:
+                yield item
+
+    def answer_on_the_connection(self):
+        subscription, backlog, self.backlog = self.subscription, self.backlog, None
+        self.frames.send(b"".join([self.head, RETRY_HINT] + [Event(seq, state).sse for seq, state in backlog]))
+        del backlog
+        subscription.direct = self.frames.publisher_side(subscription.arrived, SSE_FRAME)
+        for item in self.live(subscription):
+            self.frames.send(item or b"")  # nothing: what a partial write from the publisher left
+
+    def live(self, subscription):
+        """What to send at each wake-up, until the stream ends; None for nothing."""
+        while True:
+            event = subscription.next()  # a change, or the hub's heartbeat (no timer of its own)
+            if subscription.lagging:
+                self.service.metrics.stream_lagged("sse")
+            if event is CLOSED or event is GONE or subscription.lagging:
+                return  # a lagging client reconnects with Last-Event-ID and misses nothing
+            yield KEEP_ALIVE_COMMENT if event is KEEP_ALIVE else None if event is None else event.sse
+
+    def close(self):
+        """Once, whoever calls it first: the server, or the response's close calling it."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.events is not None:
+            self.events.close()
+        self.service.hub.unsubscribe(self.subscription)
+        self.service.metrics.stream_closed("sse")
+        if self.response_close is not None:
+            self.response_close()
+
+
+class EventStreamResponse(Response):
+    """A Server-Sent Events response. Its EventStream body is given the response's close,
+    which Werkzeug's closing iterator would otherwise call, and, when it answers on the
+    connection, the head to write, as the app's hooks left it."""
+
+    def __init__(self, body):
+        super().__init__(body, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
+
+    def __call__(self, environ, start_response):
+        body, status, headers = self.get_wsgi_response(environ)
+        start_response(status, headers)
+        if isinstance(body, EventStream):
+            body.response_close = self.close
+            if body.frames is not None:
+                body.head = response_head(status, headers)
+        return body
+
+
+def response_head(status, headers):
+    """The status line and headers, for a body delimited by the connection's close."""
+    lines = ["HTTP/1.1 %s" % status] + ["%s: %s" % header for header in headers] + ["Connection: close", "", ""]
+    return "\r\n".join(lines).encode("latin-1")
