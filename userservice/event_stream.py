@@ -22,6 +22,7 @@ RETRY_HINT = b"retry: %d\n\n" % SSE_RETRY_MS
 KEEP_ALIVE_COMMENT = b": keep-alive\n\n"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SSE_FRAME = operator.attrgetter("sse")
+END = object()  # what EventStream.next_item returns once the stream is over
 
 
 class EventStream:
@@ -54,7 +55,7 @@ class EventStream:
         for seq, state in backlog:
             yield Event(seq, state).sse
         del backlog
-        for item in self.live(subscription):
+        while (item := self.next_item(subscription)) is not END:
             if item is not None:
                 yield item
 
@@ -62,19 +63,21 @@ class EventStream:
         subscription, backlog, self.backlog = self.subscription, self.backlog, None
         self.frames.send(b"".join([self.head, RETRY_HINT] + [Event(seq, state).sse for seq, state in backlog]))
         del backlog
+        self.head = b""  # sent; an idle stream keeps no more than it needs
         subscription.direct = self.frames.publisher_side(subscription.arrived, SSE_FRAME)
-        for item in self.live(subscription):
+        while (item := self.next_item(subscription)) is not END:
             self.frames.send(item or b"")  # nothing: what a partial write from the publisher left
 
-    def live(self, subscription):
-        """What to send at each wake-up, until the stream ends; None for nothing."""
-        while True:
-            event = subscription.next()  # a change, or the hub's heartbeat (no timer of its own)
-            if subscription.lagging:
-                self.service.metrics.stream_lagged("sse")
-            if event is CLOSED or event is GONE or subscription.lagging:
-                return  # a lagging client reconnects with Last-Event-ID and misses nothing
-            yield KEEP_ALIVE_COMMENT if event is KEEP_ALIVE else None if event is None else event.sse
+    def next_item(self, subscription):
+        """What to send at the next wake-up: None for nothing, END once the stream is over.
+        A function, not a generator: each generator step is another frame on an idle
+        stream's saved stack."""
+        event = subscription.next()  # a change, or the hub's heartbeat (no timer of its own)
+        if subscription.lagging:
+            self.service.metrics.stream_lagged("sse")
+        if event is CLOSED or event is GONE or subscription.lagging:
+            return END  # a lagging client reconnects with Last-Event-ID and misses nothing
+        return KEEP_ALIVE_COMMENT if event is KEEP_ALIVE else None if event is None else event.sse
 
     def close(self):
         """Once, whoever calls it first: the server, or the response's close calling it."""
