@@ -130,23 +130,27 @@ def usage(pid):
     return threads, len(os.listdir("/proc/%d/fd" % pid))
 
 
+ON_EVERY_WORKER_ATTEMPTS = 200
+
+
 def on_every_worker(server, open_subscriber, closing):
     """Subscribers of one kind until each worker holds one (gunicorn picks the worker).
 
     A subscriber landing on a worker that already has one is closed at once: kept open, a
     run of them on one worker could reach its stream limit (small under gthread)."""
     by_worker = {}
-    for _attempt in range(40):
+    for _attempt in range(ON_EVERY_WORKER_ATTEMPTS):
         subscriber = open_subscriber(server)
         worker = worker_of(server, subscriber.port)
         if worker in by_worker:
             subscriber.close()
+            time.sleep(0.02)  # the first worker to wake accepts: give the others a turn
             continue
         closing.append(subscriber)
         by_worker[worker] = subscriber
         if len(by_worker) == len(worker_pids(server)):
             return list(by_worker.values())
-    pytest.fail("40 connections did not reach every worker")
+    pytest.fail("%d connections did not reach every worker" % ON_EVERY_WORKER_ATTEMPTS)
 
 
 @pytest.fixture
