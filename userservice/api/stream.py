@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, current_app, g, request
 from flask_sock import ConnectionClosed, Sock
 
 from .. import extension, peers, stream_sockets
@@ -81,11 +81,13 @@ def websocket_stream(ws):
     no error response is written to a connection that is gone."""
     service, subscription = extension.current(), take_subscription()
     hub, metrics = service.hub, service.metrics
-    reader = client_reader(ws, subscription)
+    owned = g.pop("owned")  # as reader_thread decided for this connection
+    reader = (stream_sockets.OwnReader(ws, subscription.arrived, MAX_CLIENT_MESSAGE) if owned
+              else stream_sockets.ThreadReader(ws))
     metrics.stream_opened("websocket")
     try:
         ws.send(subscription.state)
-        if g.pop("owned"):
+        if owned:
             subscription.direct = ws.sock.publisher_side(subscription.arrived, WEBSOCKET_FRAME)
         while True:
             event = subscription.next()  # woken by a change, a beat or the client
@@ -109,12 +111,6 @@ def websocket_stream(ws):
         reader.close()
         hub.unsubscribe(subscription)
         metrics.stream_closed("websocket")
-
-
-def client_reader(ws, subscription):
-    if isinstance(ws.thread, stream_sockets.NoThread):
-        return stream_sockets.OwnReader(ws, subscription.arrived, MAX_CLIENT_MESSAGE)
-    return stream_sockets.ThreadReader(ws)
 
 
 @sock.route("/.well-known/stream/health", bp=bp)
