@@ -3,8 +3,8 @@ named in problem bodies), the access log (one line per request, secrets blanked)
 log format, text or one JSON object per line, for every logger of the process."""
 import logging
 import re
+import secrets
 import time
-import uuid
 from urllib.parse import parse_qsl, urlencode
 
 from flask import current_app, g, request
@@ -29,7 +29,7 @@ def start_request():
 
 def request_id(sent):
     """The id a request is answered under: the client's own `sent`, when it is sane."""
-    return sent if SANE_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+    return sent if SANE_REQUEST_ID.fullmatch(sent) else secrets.token_hex(16)
 
 
 def finish_response(response):
