@@ -16,6 +16,7 @@ import pytest
 from gunicorn import glogging
 
 from conftest import RunningServer, free_port
+from test_stream_server import raw_websocket, read_frame
 from userservice import server
 from userservice.server import port_problem
 
@@ -92,6 +93,35 @@ class PlainGunicorn(RunningServer):
 
     def command(self, args):
         return GUNICORN
+
+
+class RetiringGunicorn(PlainGunicorn):
+    """One worker, which gunicorn replaces after five requests (max_requests): it leaves
+    without a SIGTERM."""
+
+    def command(self, args):
+        return GUNICORN + ["--bind", "127.0.0.1:%d" % self.port, "--workers", "1", "--max-requests", "5"]
+
+
+def test_server_worker_retired_by_gunicorn_closes_its_websockets_with_going_away(sqlite_url):
+    """worker_exit ends the streams of a worker that leaves on its own: a parked WebSocket,
+    which gunicorn no longer holds, is told 1001 instead of being dropped with the process."""
+    server = RetiringGunicorn(sqlite_url, workers=1)
+    try:
+        connection, reader = raw_websocket(server)
+        with connection:
+            assert read_frame(reader) == (0x1, b"null")
+            for _ in range(5):
+                answer = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+                answer.request("GET", "/user", headers={"Connection": "close"})
+                assert answer.getresponse().status == 200
+                answer.close()
+            while (frame := read_frame(reader)) is not None and frame[0] != 0x8:
+                pass
+        assert frame is not None, "the connection ended without a close frame"
+        assert int.from_bytes(frame[1][:2], "big") == 1001
+    finally:
+        server.stop()
 
 
 def test_gunicorn_wsgi_app_answers_on_39300_and_stops_within_2_s_with_a_stream_open(sqlite_url):

@@ -29,6 +29,7 @@ WORKER_CLASSES = ("gevent", "gthread")
 SPARE_CONNECTIONS = 1000  # gevent: connections beyond the streams, for ordinary requests
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 FEED_RELAY = "USERSERVICE_FEED_RELAY"
+PARKED_GOODBYE_SECONDS = 5  # how long a leaving worker waits for its parked WebSockets to close
 log = logging.getLogger("userservice")
 
 
@@ -68,6 +69,7 @@ def gunicorn_settings(config, worker_class="gevent", threads=32):
         "on_starting": on_starting,
         "when_ready": when_ready,
         "post_worker_init": post_worker_init,
+        "worker_exit": worker_exit,
         "child_exit": child_exit,
         "on_exit": on_exit,
     }
@@ -186,6 +188,19 @@ def post_worker_init(worker):
             previous(signum, frame)
 
     signal.signal(signal.SIGTERM, on_term)
+
+
+def worker_exit(arbiter, worker):
+    """In the worker, as it leaves: its parked WebSockets are told 1001 and closed (gunicorn
+    waits only for the connections it still holds), and the requests it tallied reach the
+    metrics files."""
+    app = getattr(worker, "wsgi", None)  # None when the app failed to load
+    service = getattr(app, "extensions", {}).get(extension.EXTENSION)
+    if service is not None:
+        service.follower.stop()
+        if not service.parked.join(PARKED_GOODBYE_SECONDS):
+            worker.log.warning("%d WebSockets were not closed in time", len(service.parked.open))
+        service.metrics.close()
 
 
 def child_exit(arbiter, worker):

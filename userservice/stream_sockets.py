@@ -6,11 +6,9 @@ Under a gevent worker, whose sockets never block the process:
 - A change goes to the socket from the publisher itself when the kernel takes it at once
   (`Frames.send_now`, given to the hub as a subscription's `direct`). So a change wakes no
   handler, for WebSocket frames and Server-Sent Events alike.
-- A WebSocket's handler reads its client itself (`OwnReader`). A watcher on gevent's loop
-  wakes it when its client has sent something, and its pings come with the hub's beat
-  (hub.Heartbeat). simple-websocket (under flask-sock) would read each connection in a
-  thread of its own: under gevent, a second greenlet whose saved stack nearly doubled what an
-  idle subscriber cost.
+- A WebSocket is held without a greenlet once its handshake is done (parked_websockets.py):
+  simple-websocket (under flask-sock) would keep the handler's greenlet and read each
+  connection in a thread of its own, under gevent a second greenlet.
 - A Server-Sent Events stream answers its request on the socket itself (`EventStream` in
   api/stream.py): the head once, then the events as they are, without gunicorn's chunked
   writer. Then it tells gunicorn so, as flask-sock does for a WebSocket.
@@ -22,15 +20,13 @@ import os
 import ssl
 import threading
 
-from simple_websocket import ConnectionClosed
-from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
-from wsproto.frame_protocol import CloseReason
-from wsproto.utilities import LocalProtocolError
-
 from .greenlets import patched
 
 RECEIVE_BYTES = 4096  # what simple-websocket reads at a time
 CLOSE_REPLY_SECONDS = 1  # how long a handler waits for its reader thread to end
+MAX_CLIENT_MESSAGE = 64 * 1024  # clients send nothing; a larger message closes their WebSocket
+GOING_AWAY = 1001  # the WebSocket close code for a server shutting down
+GOING_AWAY_MESSAGE = "The server is shutting down; connect again."
 
 
 def owned(sock):
@@ -121,84 +117,3 @@ class ThreadReader:
             if self.ws.receive(timeout=0) is None:
                 return
 
-    def ping(self):
-        """Never asked: simple-websocket's thread pings on a timer of its own."""
-
-    def close(self):
-        pass
-
-
-class OwnReader:
-    """The handler reads its client itself when a watcher on gevent's loop says it sent
-    something, and answers what simple-websocket's reader would: a ping with a pong, a
-    close with a close, a message over `max_size` with close code 1009."""
-
-    def __init__(self, ws, woken, max_size):
-        import gevent
-
-        self.ws, self.woken, self.max_size = ws, woken, max_size
-        self.message_size = 0
-        self.readable = False
-        self.watcher = gevent.get_hub().loop.io(ws.sock.fileno(), 1)
-        self.watcher.start(self.arrived)
-
-    def arrived(self):
-        """In gevent's loop: stop watching until the handler has read (the watcher is
-        level-triggered), and wake it."""
-        self.watcher.stop()
-        self.readable = True
-        self.woken.set()
-
-    def read(self):
-        """Take what the client sent, if anything; raise ConnectionClosed once it has gone."""
-        if not self.readable:
-            return
-        self.readable = False
-        try:
-            data = self.ws.sock.recv(RECEIVE_BYTES)
-        except OSError:
-            data = b""
-        if not data:
-            self.ws.connected = False
-            raise ConnectionClosed(CloseReason.ABNORMAL_CLOSURE, None)
-        try:
-            self.ws.ws.receive_data(data)
-            reply = b"".join(self.answer(event) for event in self.ws.ws.events())
-        except LocalProtocolError:
-            self.ws.connected = False
-        else:
-            if reply:
-                self.ws.sock.send(reply)
-        if not self.ws.connected:
-            raise ConnectionClosed(self.ws.close_reason, self.ws.close_message)
-        self.watcher.start(self.arrived)
-
-    def answer(self, event):
-        """What to send back for one event from the client."""
-        if isinstance(event, CloseConnection):
-            self.ws.connected = False
-            self.ws.close_reason, self.ws.close_message = event.code, event.reason
-            return self.ws.ws.send(event.response())
-        if isinstance(event, Ping):
-            return self.ws.ws.send(event.response())
-        if isinstance(event, Pong):
-            self.ws.pong_received = True
-        elif isinstance(event, (TextMessage, BytesMessage)):
-            size = self.message_size + len(event.data)
-            if size > self.max_size:
-                self.ws.connected = False
-                return self.ws.ws.send(CloseConnection(CloseReason.MESSAGE_TOO_BIG, "Message is too big"))
-            self.message_size = 0 if event.message_finished else size
-        return b""
-
-    def ping(self):
-        """At the hub's ping beat: ping, or close a client that did not answer the last one."""
-        if not self.ws.pong_received:
-            self.ws.close(reason=CloseReason.POLICY_VIOLATION, message="Ping/Pong timeout")
-            raise ConnectionClosed(CloseReason.POLICY_VIOLATION, "Ping/Pong timeout")
-        self.ws.pong_received = False
-        self.ws.sock.send(self.ws.ws.send(Ping()))
-
-    def close(self):
-        self.watcher.stop()
-        self.watcher.close()

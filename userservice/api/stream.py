@@ -5,7 +5,6 @@ Both carry the same bytes: the current UserProfile as JSON, or `null` when nobod
 /.well-known/stream/health: the WebSocket PiecesOS clients hold open while the server runs.
 """
 import functools
-import operator
 import re
 import socket
 import threading
@@ -16,17 +15,15 @@ from flask_sock import ConnectionClosed, Sock
 
 from .. import extension, peers, stream_sockets
 from ..event_stream import EventStream, EventStreamResponse
-from ..hub import CLOSED, GONE, KEEP_ALIVE
+from ..hub import CLOSED, GONE
+from ..stream_sockets import GOING_AWAY, GOING_AWAY_MESSAGE, MAX_CLIENT_MESSAGE
 
 bp = Blueprint("stream", __name__)
 sock = Sock()
 
-GOING_AWAY = 1001  # the WebSocket close code for a server shutting down
-MAX_CLIENT_MESSAGE = 64 * 1024  # clients send nothing; a larger message closes their WebSocket
 LAST_EVENT_ID = re.compile(r"[0-9]{1,19}")  # a seq, as the int64 column holds it
 HEALTHY = "ok"  # what PiecesOS sends on its health stream, and what its clients look for
 HEALTH_STREAM = "stream.health_stream"
-WEBSOCKET_FRAME = operator.attrgetter("websocket")
 
 
 @bp.before_request
@@ -54,8 +51,8 @@ def admit():
     if request.endpoint == HEALTH_STREAM:
         g.subscription = service.follower.watch(config["STREAM_MAX_SUBSCRIBERS"])
         return None
-    g.owned = owned  # its handler reads and writes the connection itself (stream_sockets.py)
-    beats = ("ping" if owned else None) if websocket else "sse"
+    g.owned = owned  # the connection is read and written without Werkzeug's or gunicorn's help
+    beats = ("ping" if owned else None) if websocket else "sse"  # parked WebSockets' pings
     g.subscription = service.follower.subscribe(config["STREAM_QUEUE_SIZE"], config["STREAM_MAX_SUBSCRIBERS"],
                                                 functools.partial(peers.gone, client), beats)
     return None
@@ -76,21 +73,21 @@ def take_subscription():
 
 @sock.route("/user/stream", bp=bp)
 def websocket_stream(ws):
-    """A client that goes away ends this quietly: flask-sock ends a closed WebSocket
-    (ConnectionClosed), and a write its departure broke (OSError) ends here, so that
-    no error response is written to a connection that is gone."""
+    """Under gevent the connection is parked (parked_websockets.py) and this greenlet ends.
+    Elsewhere this handler follows the subscription until the client leaves: flask-sock ends
+    a closed WebSocket (ConnectionClosed), and a write its departure broke (OSError) ends
+    here, so that no error response is written to a connection that is gone."""
     service, subscription = extension.current(), take_subscription()
+    if g.pop("owned"):  # as admit decided for this connection
+        service.parked.park(ws, subscription)
+        return
     hub, metrics = service.hub, service.metrics
-    owned = g.pop("owned")  # as reader_thread decided for this connection
-    reader = (stream_sockets.OwnReader(ws, subscription.arrived, MAX_CLIENT_MESSAGE) if owned
-              else stream_sockets.ThreadReader(ws))
+    reader = stream_sockets.ThreadReader(ws)
     metrics.stream_opened("websocket")
     try:
         ws.send(subscription.state)
-        if owned:
-            subscription.direct = ws.sock.publisher_side(subscription.arrived, WEBSOCKET_FRAME)
         while True:
-            event = subscription.next()  # woken by a change, a beat or the client
+            event = subscription.next()  # woken by a change or the client
             if event is GONE:
                 return
             if event is CLOSED:
@@ -101,14 +98,11 @@ def websocket_stream(ws):
                 metrics.stream_lagged("websocket")
                 subscription = hub.resubscribe(subscription)
                 ws.send(subscription.state)
-            elif event is KEEP_ALIVE:
-                reader.ping()
-            else:  # what a partial write from the publisher left goes first (stream_sockets.Frames)
-                send_frame(ws, b"" if event is None else event.websocket)
+            elif event is not None:
+                send_frame(ws, event.websocket)
     except OSError:
         return
     finally:
-        reader.close()
         hub.unsubscribe(subscription)
         metrics.stream_closed("websocket")
 
@@ -145,8 +139,8 @@ def send_frame(ws, frame):
 
 
 def reader_thread(target):
-    """simple-websocket's reader: none where the handler reads its client itself (see
-    stream_sockets.py); else a thread that must not hold a gthread worker's exit, as it waits for
+    """simple-websocket's reader: none for a WebSocket that will be parked (see
+    parked_websockets.py); else a thread that must not hold a gthread worker's exit, as it waits for
     a peer that may never answer (threading.Thread is looked up now, after gevent patched it)."""
     if g.get("owned"):
         return stream_sockets.NoThread(target)
@@ -165,7 +159,7 @@ def wake_on_client():
 def going_away(ws):
     """Close with 1001 and stop reading: the connection's reader thread would otherwise wait
     for a reply that a gone client never sends, and keep a gthread worker from exiting."""
-    ws.close(reason=GOING_AWAY, message="The server is shutting down; connect again.")
+    ws.close(reason=GOING_AWAY, message=GOING_AWAY_MESSAGE)
     ws.sock.shutdown(socket.SHUT_RD)
 
 

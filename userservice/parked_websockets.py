@@ -1,0 +1,238 @@
+"""`/user/stream` WebSockets under gevent, held without a greenlet while they idle.
+
+After the handshake a WebSocket's handler hands its connection over here (`ParkedWebSockets.park`)
+and returns, so that gunicorn's greenlet for the connection ends, and with it its saved stack,
+the Flask request context and the handshake's objects. What an idle subscriber keeps is a
+duplicate of its socket (gunicorn closes its own), its subscription, a frame parser and a
+watcher on gevent's loop.
+
+- A change goes to the socket from the publisher itself when the kernel takes it at once
+  (stream_sockets.Frames.send_now, the subscription's `direct`): no greenlet runs.
+- Anything else (a change that did not fit, a ping beat, bytes from the client, falling
+  behind, the hub closing, the client found gone) wakes the subscriber: its `Wakeup` starts a
+  short-lived greenlet that does everything pending, in order, and ends. At most one runs
+  per subscriber at a time, so frames are never interleaved.
+- The client is read when the watcher says it sent something, and answered as
+  simple-websocket's reader thread would: a ping with a pong, a close with a close, a message
+  over `max_size` with close code 1009, a ping beat without a pong since the last with 1008.
+
+At shutdown the hub ends every subscription; the worker waits for the parked ones to say
+1001 and close (`join`, from server.worker_exit), as gunicorn waits for the handlers it knows.
+"""
+import functools
+import threading
+
+from simple_websocket import ConnectionClosed
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import LocalProtocolError
+
+from . import peers
+from .hub import CLOSED, GONE, KEEP_ALIVE, websocket_frame
+from .stream_sockets import GOING_AWAY, GOING_AWAY_MESSAGE, RECEIVE_BYTES, Frames
+
+
+def websocket_of(event):
+    return event.websocket
+
+
+class ParkedWebSockets:
+    """One app's parked WebSocket subscribers."""
+
+    def __init__(self, hub, metrics, max_message):
+        self.hub, self.metrics, self.max_message = hub, metrics, max_message
+        self.open = set()
+        self.emptied = threading.Event()
+        self.emptied.set()
+
+    def park(self, ws, subscription):
+        """Take over a WebSocket whose handshake is done (`ws`, simple-websocket's) and its
+        subscription: the first run sends the subscription's state."""
+        sock = ws.sock.sock.dup()
+        ws.connected = False  # flask-sock closes `ws` after the handler: not this connection now
+        parked = ParkedWebSocket(sock, subscription, self)
+        self.open.add(parked)
+        self.emptied.clear()
+        self.metrics.stream_opened("websocket")
+        parked.wakeup.set()
+
+    def left(self, parked):
+        self.open.discard(parked)
+        self.metrics.stream_closed("websocket")
+        if not self.open:
+            self.emptied.set()
+
+    def join(self, timeout):
+        """Whether every parked subscriber ended within `timeout` seconds (after the hub closed)."""
+        return self.emptied.wait(timeout)
+
+
+class Wakeup:
+    """A parked subscriber's stand-in for its subscription's event (hub.Subscription.arrived):
+    `set` starts a run unless one is under way, which then finds what woke it."""
+
+    def __init__(self, run):
+        self.run = run
+        self.running = False
+
+    def set(self):
+        if not self.running:
+            import gevent
+
+            self.running = True
+            gevent.spawn_raw(self.run)
+
+    def wait(self, timeout=None):
+        """A run never waits: it ends when nothing is pending."""
+        return False
+
+    def clear(self):
+        pass
+
+
+class ParkedWebSocket:
+    """One subscriber: its socket, its subscription, and what a run does for it."""
+
+    def __init__(self, sock, subscription, park):
+        self.park = park
+        self.frames = Frames(sock)
+        self.wakeup = Wakeup(self.run)
+        self.reader = ClientReader(self.frames, self.wakeup, park.max_message)
+        self.subscription = subscription
+        subscription.arrived = self.wakeup
+        subscription.peer_gone = functools.partial(peers.gone, sock)
+        self.started = self.ended = False
+
+    def run(self):
+        try:
+            if not self.started:
+                self.start()
+            while self.step():
+                pass
+        except (ConnectionClosed, OSError, LocalProtocolError):  # gone, or closed
+            self.end()
+        finally:
+            self.wakeup.running = self.ended  # an ended subscriber is never run again
+
+    def start(self):
+        """The state it subscribed at, then the publisher may write to it (not before: a
+        change must not overtake the state it follows)."""
+        self.started = True
+        self.frames.send(websocket_frame(self.subscription.state))
+        self.subscription.direct = self.frames.publisher_side(self.wakeup, websocket_of)
+
+    def step(self):
+        """Do the next thing pending: whether there may be more."""
+        self.reader.read()
+        subscription = self.subscription
+        event = subscription.next(0)
+        if event is GONE:
+            self.end()
+            return False
+        if event is CLOSED:
+            self.frames.send(self.reader.close_frame(GOING_AWAY, GOING_AWAY_MESSAGE))
+            self.end()
+            return False
+        if subscription.lagging:
+            self.park.metrics.stream_lagged("websocket")
+            self.subscription = self.park.hub.resubscribe(subscription)
+            self.frames.send(websocket_frame(self.subscription.state))
+        elif event is KEEP_ALIVE:
+            self.frames.send(self.reader.ping())
+        elif event is not None:
+            self.frames.send(event.websocket)
+        elif self.frames.unsent:  # the rest of what the publisher sent goes first
+            self.frames.send(b"")
+        else:
+            return self.reader.readable
+        return True
+
+    def end(self):
+        if self.ended:
+            return
+        self.ended = True
+        self.reader.close()
+        self.park.hub.unsubscribe(self.subscription)
+        self.frames.sock.close()
+        self.park.left(self)
+
+
+class ClientReader:
+    """What the client sent, read when a watcher on gevent's loop says there is something,
+    and what to answer (wsproto's own frame parser, with no handshake state kept)."""
+
+    def __init__(self, frames, woken, max_size):
+        import gevent
+
+        self.frames, self.woken, self.max_size = frames, woken, max_size
+        self.connection = Connection(ConnectionType.SERVER)
+        self.message_size = 0
+        self.readable = False
+        self.closing = None  # (code, reason) once either side closed
+        self.pong_received = True
+        self.watcher = gevent.get_hub().loop.io(frames.sock.fileno(), 1)
+        self.watcher.start(self.arrived)
+
+    def arrived(self):
+        """In gevent's loop: stop watching until read (the watcher is level-triggered), and
+        wake the subscriber."""
+        self.watcher.stop()
+        self.readable = True
+        self.woken.set()
+
+    def read(self):
+        """Take what the client sent, if anything, and answer it; raise ConnectionClosed once
+        it has gone, or closed."""
+        if not self.readable:
+            return
+        self.readable = False
+        try:
+            data = self.frames.sock.recv(RECEIVE_BYTES)
+        except OSError:
+            data = b""
+        if not data:
+            raise ConnectionClosed(CloseReason.ABNORMAL_CLOSURE, None)
+        try:
+            self.connection.receive_data(data)
+            reply = b"".join(self.answer(event) for event in self.connection.events())
+        except LocalProtocolError:
+            raise ConnectionClosed(CloseReason.PROTOCOL_ERROR, None)
+        if reply:
+            self.frames.send(reply)
+        if self.closing is not None:
+            raise ConnectionClosed(*self.closing)
+        self.watcher.start(self.arrived)
+
+    def answer(self, event):
+        """What to send back for one event from the client."""
+        if isinstance(event, CloseConnection):
+            self.closing = event.code, event.reason
+            return self.connection.send(event.response())
+        if isinstance(event, Ping):
+            return self.connection.send(event.response())
+        if isinstance(event, Pong):
+            self.pong_received = True
+        elif isinstance(event, (TextMessage, BytesMessage)):
+            size = self.message_size + len(event.data)
+            if size > self.max_size:
+                return self.close_frame(CloseReason.MESSAGE_TOO_BIG, "Message is too big")
+            self.message_size = 0 if event.message_finished else size
+        return b""
+
+    def close_frame(self, code, message):
+        self.closing = code, message
+        return self.connection.send(CloseConnection(code, message))
+
+    def ping(self):
+        """At the hub's ping beat: a ping, or the close of a client that did not answer the
+        last one (raised once it is sent: see `step`)."""
+        if not self.pong_received:
+            self.frames.send(self.close_frame(CloseReason.POLICY_VIOLATION, "Ping/Pong timeout"))
+            raise ConnectionClosed(CloseReason.POLICY_VIOLATION, "Ping/Pong timeout")
+        self.pong_received = False
+        return self.connection.send(Ping())
+
+    def close(self):
+        self.watcher.stop()
+        self.watcher.close()
