@@ -191,7 +191,11 @@ class RunningServer:
         self.lines = []
         self.reader = threading.Thread(target=self.read_output, daemon=True)
         self.reader.start()
-        self.wait_until_ready()
+        try:
+            self.wait_until_ready()
+        except BaseException:  # a server that never got ready is stopped all the same
+            self.stop()
+            raise
 
     def command(self, args):
         return [sys.executable, "-m", "userservice.cli", "serve", "--port", str(self.port),

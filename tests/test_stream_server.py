@@ -13,6 +13,7 @@ import time
 import pytest
 import requests
 import websocket
+from prometheus_client.parser import text_string_to_metric_families
 from pieces_os_client.models.user_profile import UserProfile
 
 from conftest import KeepOpen, assert_stream_slots_free, raw_exchange, worker_of, worker_pids
@@ -373,6 +374,9 @@ def test_stream_websocket_client_close_is_answered_and_frees_the_slot(serve, dat
             connection.sendall(client_frame(0x8, struct.pack("!H", 1000) + b"bye"))
             frame = next_control_frame(reader)
             assert frame[0] == 0x8 and int.from_bytes(frame[1][:2], "big") == 1000
+            # the server closes the connection after its handler let go of the slot (RFC 6455
+            # section 7.1.1: the server closes TCP first)
+            assert reader.read() == b""
         assert_stream_slots_free(server, 1)
 
 
@@ -411,6 +415,29 @@ def test_stream_sse_carries_the_apps_headers_however_its_body_is_delimited(serve
         assert subscriber.wait_for(2) == ["null", current_text(server)]
     finally:
         subscriber.close()
+
+
+def streams_open(server, protocol):
+    """The open streams /metrics counts (a live gauge: not held back by the request tally)."""
+    text = requests.get(server.url + "/metrics", timeout=WAIT_SECONDS).text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "userservice_streams_open" and sample.labels["protocol"] == protocol)
+
+
+@pytest.mark.parametrize("kind", ["sse", "websocket"])
+def test_stream_parked_client_that_leaves_is_let_go_at_once(serve, database_url, kind):
+    """Under gevent a parked stream watches its connection: a client that closes it ends the
+    stream within moments, though no change, beat or full server made it write or look."""
+    server = serve(database_url, workers=1, extra_env={"USERSERVICE_STREAM_HEARTBEAT_INTERVAL": "600",
+                                                        "USERSERVICE_STREAM_PING_INTERVAL": "600"})
+    subscriber = (EventSubscriber if kind == "sse" else WebSocketSubscriber)(server)
+    assert subscriber.wait_for(1) == ["null"]
+    assert streams_open(server, kind) == 1
+    subscriber.close()
+    deadline = time.monotonic() + 3
+    while streams_open(server, kind) != 0:
+        assert time.monotonic() < deadline, "the stream outlived its client"
+        time.sleep(0.05)
 
 
 def test_stream_sse_slow_reader_gets_whole_events_in_order_and_resumes_to_the_last(serve, database_url):

@@ -4,15 +4,13 @@ The body goes to the WSGI server as it is (`direct_passthrough`). Werkzeug's wra
 a body, its closing iterator and its encoder, would cost each event two more generator
 steps, and each idle stream their frames on its greenlet's saved stack.
 
-Under gevent and gunicorn (stream_sockets.owned) the stream answers on the socket itself.
-It writes the head once, then the events as they are, delimited by the connection's close.
-The publisher writes each event when the kernel takes it at once. It then raises
-StopIteration from `__iter__`, which is how gunicorn is told that a request was answered
-outside it (flask-sock tells it so for a WebSocket), and gunicorn closes the connection.
-Elsewhere the WSGI server writes what the body yields.
+Under gevent and gunicorn (stream_sockets.owned) the stream answers on the socket itself:
+the head as the app's hooks left it, then the events as they are, delimited by the
+connection's close. It parks the connection (parked_streams.py), which sends them without a
+greenlet of its own, and raises StopIteration from `__iter__`, which is how gunicorn is
+told that a request was answered outside it (flask-sock tells it so for a WebSocket);
+gunicorn then closes its own socket. Elsewhere the WSGI server writes what the body yields.
 """
-import operator
-
 from flask import Response
 
 from .hub import CLOSED, GONE, KEEP_ALIVE, Event
@@ -21,7 +19,6 @@ SSE_RETRY_MS = 2000
 RETRY_HINT = b"retry: %d\n\n" % SSE_RETRY_MS
 KEEP_ALIVE_COMMENT = b": keep-alive\n\n"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-SSE_FRAME = operator.attrgetter("sse")
 END = object()  # what EventStream.next_item returns once the stream is over
 
 
@@ -31,22 +28,23 @@ class EventStream:
     The slot is given back when the server closes the body, however it ends. The body may
     never be read (a client gone before it started), so its end cannot do it."""
 
-    def __init__(self, service, subscription, backlog, frames=None):
+    def __init__(self, service, subscription, backlog, connection=None):
         self.service, self.subscription, self.backlog = service, subscription, backlog
-        self.frames = frames  # the connection (stream_sockets.Frames), when answering on it
+        self.connection = connection  # gunicorn's socket, when answering on it
         self.head = None  # the status line and headers, when answering on the connection
         self.events = None
         self.response_close = None  # the response's own close, and its callbacks (the access log)
+        self.parked = False
         self.closed = False
 
     def __iter__(self):
-        if self.frames is None or self.head is None:
+        if self.connection is None or self.head is None:
             self.events = self.generate()
             return self.events
-        try:
-            self.answer_on_the_connection()
-        except OSError:  # the client has gone
-            pass
+        backlog, self.backlog = self.backlog, None
+        first = b"".join([self.head, RETRY_HINT] + [Event(seq, state).sse for seq, state in backlog])
+        self.service.parked.park(self.connection, self.subscription, "sse", first)
+        self.parked = True
         raise StopIteration("answered on the connection")
 
     def generate(self):
@@ -59,19 +57,10 @@ class EventStream:
             if item is not None:
                 yield item
 
-    def answer_on_the_connection(self):
-        subscription, backlog, self.backlog = self.subscription, self.backlog, None
-        self.frames.send(b"".join([self.head, RETRY_HINT] + [Event(seq, state).sse for seq, state in backlog]))
-        del backlog
-        self.head = b""  # sent; an idle stream keeps no more than it needs
-        subscription.direct = self.frames.publisher_side(subscription.arrived, SSE_FRAME)
-        while (item := self.next_item(subscription)) is not END:
-            self.frames.send(item or b"")  # nothing: what a partial write from the publisher left
-
     def next_item(self, subscription):
         """What to send at the next wake-up: None for nothing, END once the stream is over.
-        A function, not a generator: each generator step is another frame on an idle
-        stream's saved stack."""
+        A function, not a generator: each generator step is another frame on a stream's
+        saved stack."""
         event = subscription.next()  # a change, or the hub's heartbeat (no timer of its own)
         if subscription.lagging:
             self.service.metrics.stream_lagged("sse")
@@ -86,8 +75,9 @@ class EventStream:
         self.closed = True
         if self.events is not None:
             self.events.close()
-        self.service.hub.unsubscribe(self.subscription)
-        self.service.metrics.stream_closed("sse")
+        if not self.parked:  # else the parked stream's, when it ends
+            self.service.hub.unsubscribe(self.subscription)
+            self.service.metrics.stream_closed("sse")
         if self.response_close is not None:
             self.response_close()
 
@@ -105,7 +95,7 @@ class EventStreamResponse(Response):
         start_response(status, headers)
         if isinstance(body, EventStream):
             body.response_close = self.close
-            if body.frames is not None:
+            if body.connection is not None:
                 body.head = response_head(status, headers)
         return body
 

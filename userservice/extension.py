@@ -2,7 +2,7 @@
 
 Two apps in one process (an embedding site with two mounts, a test with two databases)
 share none of it: not the database binding and pool, the commit counter, the read cache,
-the group commit, the change-log follower and hub, the parked WebSockets, the keys tokens are checked with, nor
+the group commit, the change-log follower and hub, the parked streams, the keys tokens are checked with, nor
 the watchdog of slow request bodies.
 """
 from flask import current_app
@@ -12,7 +12,7 @@ from .changelog import ChangeLog, Follower
 from .commits import GroupCommit
 from .hub import Heartbeat, Hub
 from .migrate import migrate
-from .parked_websockets import ParkedWebSockets
+from .parked_streams import ParkedStreams
 from .profiles import Profiles
 from .read_cache import ReadCache
 from .storage import Storage
@@ -36,7 +36,7 @@ class UserService:
                                  Heartbeat(self.hub, {"sse": config["STREAM_HEARTBEAT_INTERVAL"],
                                                       "ping": config["STREAM_PING_INTERVAL"]}),
                                  relay=config["FEED_RELAY"])
-        self.parked = ParkedWebSockets(self.hub, metrics, MAX_CLIENT_MESSAGE)
+        self.parked = ParkedStreams(self.hub, metrics, MAX_CLIENT_MESSAGE)
         self.commits = GroupCommit(self.storage, self.change_log, on_commit=self.committed)
         self.profiles = Profiles(self.storage)
         self.read_cache = ReadCache(self.storage)

@@ -77,7 +77,7 @@ class Subscription:
 
     def offer(self, event):
         """Queue the event for the handler and wake it; or, with nothing queued, have `direct`
-        deliver it (a WebSocket's publisher-side write, websockets.py), when it can."""
+        deliver it (the publisher-side write of a parked stream, parked_streams.py), when it can."""
         if self.direct is not None and not self.events and self.direct(event):
             return
         if len(self.events) >= self.size:

@@ -29,7 +29,7 @@ WORKER_CLASSES = ("gevent", "gthread")
 SPARE_CONNECTIONS = 1000  # gevent: connections beyond the streams, for ordinary requests
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 FEED_RELAY = "USERSERVICE_FEED_RELAY"
-PARKED_GOODBYE_SECONDS = 5  # how long a leaving worker waits for its parked WebSockets to close
+PARKED_GOODBYE_SECONDS = 5  # how long a leaving worker waits for its parked streams to close
 log = logging.getLogger("userservice")
 
 
@@ -191,15 +191,15 @@ def post_worker_init(worker):
 
 
 def worker_exit(arbiter, worker):
-    """In the worker, as it leaves: its parked WebSockets are told 1001 and closed (gunicorn
-    waits only for the connections it still holds), and the requests it tallied reach the
+    """In the worker, as it leaves: its parked streams are ended, a WebSocket with 1001
+    (gunicorn waits only for the connections it still holds), and the requests it tallied reach the
     metrics files."""
     app = getattr(worker, "wsgi", None)  # None when the app failed to load
     service = getattr(app, "extensions", {}).get(extension.EXTENSION)
     if service is not None:
         service.follower.stop()
         if not service.parked.join(PARKED_GOODBYE_SECONDS):
-            worker.log.warning("%d WebSockets were not closed in time", len(service.parked.open))
+            worker.log.warning("%d streams were not closed in time", len(service.parked.open))
         service.metrics.close()
 
 

@@ -6,12 +6,9 @@ Under a gevent worker, whose sockets never block the process:
 - A change goes to the socket from the publisher itself when the kernel takes it at once
   (`Frames.send_now`, given to the hub as a subscription's `direct`). So a change wakes no
   handler, for WebSocket frames and Server-Sent Events alike.
-- A WebSocket is held without a greenlet once its handshake is done (parked_websockets.py):
-  simple-websocket (under flask-sock) would keep the handler's greenlet and read each
-  connection in a thread of its own, under gevent a second greenlet.
-- A Server-Sent Events stream answers its request on the socket itself (`EventStream` in
-  api/stream.py): the head once, then the events as they are, without gunicorn's chunked
-  writer. Then it tells gunicorn so, as flask-sock does for a WebSocket.
+- A stream is held without a greenlet once its handshake is done, or its head written
+  (parked_streams.py). simple-websocket (under flask-sock) would keep the handler's greenlet
+  and read each connection in a thread of its own, under gevent a second greenlet.
 
 Under threads (gthread, `flask run`) and over TLS each handler sends everything, and
 simple-websocket's reader thread reads and pings (`ThreadReader`), as on the health stream.

@@ -15,7 +15,7 @@ from flask_sock import ConnectionClosed, Sock
 
 from .. import extension, peers, stream_sockets
 from ..event_stream import EventStream, EventStreamResponse
-from ..hub import CLOSED, GONE
+from ..hub import CLOSED, GONE, websocket_frame
 from ..stream_sockets import GOING_AWAY, GOING_AWAY_MESSAGE, MAX_CLIENT_MESSAGE
 
 bp = Blueprint("stream", __name__)
@@ -73,17 +73,30 @@ def take_subscription():
 
 @sock.route("/user/stream", bp=bp)
 def websocket_stream(ws):
-    """Under gevent the connection is parked (parked_websockets.py) and this greenlet ends.
-    Elsewhere this handler follows the subscription until the client leaves: flask-sock ends
-    a closed WebSocket (ConnectionClosed), and a write its departure broke (OSError) ends
-    here, so that no error response is written to a connection that is gone."""
+    """Under gevent the connection is parked (parked_streams.py) and this greenlet ends;
+    elsewhere this handler follows the subscription until the client leaves."""
     service, subscription = extension.current(), take_subscription()
+    service.metrics.stream_opened("websocket")
     if g.pop("owned"):  # as admit decided for this connection
-        service.parked.park(ws, subscription)
-        return
+        park_websocket(service, ws, subscription)
+    else:
+        follow(service, ws, subscription)
+
+
+def park_websocket(service, ws, subscription):
+    ws.connected = False  # flask-sock closes `ws` after the handler: not this connection now
+    try:
+        service.parked.park(ws.sock.sock, subscription, "websocket", websocket_frame(subscription.state))
+    except OSError:  # no file descriptor left to keep it: it ends with this request
+        service.hub.unsubscribe(subscription)
+        service.metrics.stream_closed("websocket")
+
+
+def follow(service, ws, subscription):
+    """flask-sock ends a closed WebSocket (ConnectionClosed), and a write its departure broke
+    (OSError) ends here, so that no error response is written to a connection that is gone."""
     hub, metrics = service.hub, service.metrics
     reader = stream_sockets.ThreadReader(ws)
-    metrics.stream_opened("websocket")
     try:
         ws.send(subscription.state)
         while True:
@@ -140,7 +153,7 @@ def send_frame(ws, frame):
 
 def reader_thread(target):
     """simple-websocket's reader: none for a WebSocket that will be parked (see
-    parked_websockets.py); else a thread that must not hold a gthread worker's exit, as it waits for
+    parked_streams.py); else a thread that must not hold a gthread worker's exit, as it waits for
     a peer that may never answer (threading.Thread is looked up now, after gevent patched it)."""
     if g.get("owned"):
         return stream_sockets.NoThread(target)
@@ -167,9 +180,9 @@ def going_away(ws):
 def event_stream():
     service = extension.current()
     backlog = resume_backlog(service.change_log, g.subscription, request.headers.get("Last-Event-ID"))
-    frames = stream_sockets.Frames(peers.connection(request.environ)) if g.pop("owned") else None
+    connection = peers.connection(request.environ) if g.pop("owned") else None
     service.metrics.stream_opened("sse")
-    return EventStreamResponse(EventStream(service, take_subscription(), backlog, frames))
+    return EventStreamResponse(EventStream(service, take_subscription(), backlog, connection))
 
 
 def resume_backlog(change_log, subscription, last_event_id):

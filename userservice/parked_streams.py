@@ -1,23 +1,26 @@
-"""`/user/stream` WebSockets under gevent, held without a greenlet while they idle.
+"""`/user/stream` connections under gevent, held without a greenlet while they idle.
 
-After the handshake a WebSocket's handler hands its connection over here (`ParkedWebSockets.park`)
-and returns, so that gunicorn's greenlet for the connection ends, and with it its saved stack,
-the Flask request context and the handshake's objects. What an idle subscriber keeps is a
-duplicate of its socket (gunicorn closes its own), its subscription, a frame parser and a
-watcher on gevent's loop.
+Once a WebSocket's handshake is done, or a Server-Sent Events response's head and backlog are
+ready, the connection is handed over here (`ParkedStreams.park`) and the request returns, so
+that gunicorn's greenlet for it ends, and with it its saved stack, the Flask request context
+and the request's objects. What an idle subscriber keeps is a duplicate of its socket
+(gunicorn closes its own), its subscription, a watcher on gevent's loop and, for a
+WebSocket, a frame parser.
 
 - A change goes to the socket from the publisher itself when the kernel takes it at once
   (stream_sockets.Frames.send_now, the subscription's `direct`): no greenlet runs.
-- Anything else (a change that did not fit, a ping beat, bytes from the client, falling
-  behind, the hub closing, the client found gone) wakes the subscriber: its `Wakeup` starts a
+- Anything else (a change that did not fit, a beat, bytes from the client, falling behind,
+  the hub closing, the client found gone) wakes the subscriber: its `Wakeup` starts a
   short-lived greenlet that does everything pending, in order, and ends. At most one runs
   per subscriber at a time, so frames are never interleaved.
-- The client is read when the watcher says it sent something, and answered as
-  simple-websocket's reader thread would: a ping with a pong, a close with a close, a message
-  over `max_size` with close code 1009, a ping beat without a pong since the last with 1008.
+- The client is read when the watcher says it sent something. A WebSocket is answered as
+  simple-websocket's reader thread would (`WebSocketClient`): a ping with a pong, a close with a
+  close, a message over `max_size` with close code 1009, a ping beat without a pong since the
+  last with 1008. A Server-Sent Events client sends nothing more (`EventStreamClient`): what it sends is
+  dropped, and its close ends the stream at once.
 
 At shutdown the hub ends every subscription; the worker waits for the parked ones to say
-1001 and close (`join`, from server.worker_exit), as gunicorn waits for the handlers it knows.
+goodbye and close (`join`, from server.worker_exit), as gunicorn waits for the handlers it knows.
 """
 import functools
 import threading
@@ -29,16 +32,14 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 from . import peers
+from .event_stream import KEEP_ALIVE_COMMENT
 from .hub import CLOSED, GONE, KEEP_ALIVE, websocket_frame
 from .stream_sockets import GOING_AWAY, GOING_AWAY_MESSAGE, RECEIVE_BYTES, Frames
 
 
-def websocket_of(event):
-    return event.websocket
 
-
-class ParkedWebSockets:
-    """One app's parked WebSocket subscribers."""
+class ParkedStreams:
+    """One app's parked subscribers."""
 
     def __init__(self, hub, metrics, max_message):
         self.hub, self.metrics, self.max_message = hub, metrics, max_message
@@ -46,20 +47,18 @@ class ParkedWebSockets:
         self.emptied = threading.Event()
         self.emptied.set()
 
-    def park(self, ws, subscription):
-        """Take over a WebSocket whose handshake is done (`ws`, simple-websocket's) and its
-        subscription: the first run sends the subscription's state."""
-        sock = ws.sock.sock.dup()
-        ws.connected = False  # flask-sock closes `ws` after the handler: not this connection now
-        parked = ParkedWebSocket(sock, subscription, self)
+    def park(self, sock, subscription, kind, first):
+        """Take over a connection (gunicorn's socket) and its subscription. `kind` is
+        "websocket" or "sse"; `first` what it is sent before any change."""
+        sock = sock.dup()
+        parked = ParkedStream(sock, subscription, self, CLIENTS[kind], first)
         self.open.add(parked)
         self.emptied.clear()
-        self.metrics.stream_opened("websocket")
         parked.wakeup.set()
 
     def left(self, parked):
         self.open.discard(parked)
-        self.metrics.stream_closed("websocket")
+        self.metrics.stream_closed(parked.side.name)
         if not self.open:
             self.emptied.set()
 
@@ -91,22 +90,23 @@ class Wakeup:
         pass
 
 
-class ParkedWebSocket:
+class ParkedStream:
     """One subscriber: its socket, its subscription, and what a run does for it."""
 
-    def __init__(self, sock, subscription, park):
+    def __init__(self, sock, subscription, park, side, first):
         self.park = park
         self.frames = Frames(sock)
         self.wakeup = Wakeup(self.run)
-        self.reader = ClientReader(self.frames, self.wakeup, park.max_message)
+        self.side = side(self.frames, self.wakeup, park.max_message)
         self.subscription = subscription
+        self.first = first
         subscription.arrived = self.wakeup
         subscription.peer_gone = functools.partial(peers.gone, sock)
-        self.started = self.ended = False
+        self.ended = False
 
     def run(self):
         try:
-            if not self.started:
+            if self.first is not None:
                 self.start()
             while self.step():
                 pass
@@ -116,61 +116,57 @@ class ParkedWebSocket:
             self.wakeup.running = self.ended  # an ended subscriber is never run again
 
     def start(self):
-        """The state it subscribed at, then the publisher may write to it (not before: a
-        change must not overtake the state it follows)."""
-        self.started = True
-        self.frames.send(websocket_frame(self.subscription.state))
-        self.subscription.direct = self.frames.publisher_side(self.wakeup, websocket_of)
+        """What it is sent first, then the publisher may write to it (not before: a change
+        must not overtake the state it follows)."""
+        first, self.first = self.first, None
+        self.frames.send(first)
+        self.subscription.direct = self.frames.publisher_side(self.wakeup, self.side.frame_of)
 
     def step(self):
         """Do the next thing pending: whether there may be more."""
-        self.reader.read()
+        self.side.read()
         subscription = self.subscription
         event = subscription.next(0)
-        if event is GONE:
-            self.end()
-            return False
-        if event is CLOSED:
-            self.frames.send(self.reader.close_frame(GOING_AWAY, GOING_AWAY_MESSAGE))
+        if event is GONE or event is CLOSED:
+            if event is CLOSED:
+                self.frames.send(self.side.goodbye())
             self.end()
             return False
         if subscription.lagging:
-            self.park.metrics.stream_lagged("websocket")
+            self.park.metrics.stream_lagged(self.side.name)
+            if not self.side.resends_state:  # a Server-Sent Events client resumes by Last-Event-ID
+                self.end()
+                return False
             self.subscription = self.park.hub.resubscribe(subscription)
             self.frames.send(websocket_frame(self.subscription.state))
         elif event is KEEP_ALIVE:
-            self.frames.send(self.reader.ping())
+            self.frames.send(self.side.beat())
         elif event is not None:
-            self.frames.send(event.websocket)
+            self.frames.send(self.side.frame_of(event))
         elif self.frames.unsent:  # the rest of what the publisher sent goes first
             self.frames.send(b"")
         else:
-            return self.reader.readable
+            return self.side.readable
         return True
 
     def end(self):
         if self.ended:
             return
         self.ended = True
-        self.reader.close()
+        self.side.close()
         self.park.hub.unsubscribe(self.subscription)
         self.frames.sock.close()
         self.park.left(self)
 
 
-class ClientReader:
-    """What the client sent, read when a watcher on gevent's loop says there is something,
-    and what to answer (wsproto's own frame parser, with no handshake state kept)."""
+class Watched:
+    """A client read when a watcher on gevent's loop says it sent something."""
 
-    def __init__(self, frames, woken, max_size):
+    def __init__(self, frames, woken):
         import gevent
 
-        self.frames, self.woken, self.max_size = frames, woken, max_size
-        self.connection = Connection(ConnectionType.SERVER)
-        self.message_size = 0
+        self.frames, self.woken = frames, woken
         self.readable = False
-        self.closing = None  # (code, reason) once either side closed
-        self.pong_received = True
         self.watcher = gevent.get_hub().loop.io(frames.sock.fileno(), 1)
         self.watcher.start(self.arrived)
 
@@ -181,11 +177,8 @@ class ClientReader:
         self.readable = True
         self.woken.set()
 
-    def read(self):
-        """Take what the client sent, if anything, and answer it; raise ConnectionClosed once
-        it has gone, or closed."""
-        if not self.readable:
-            return
+    def receive(self):
+        """What the client sent; raises ConnectionClosed once it has gone."""
         self.readable = False
         try:
             data = self.frames.sock.recv(RECEIVE_BYTES)
@@ -193,6 +186,63 @@ class ClientReader:
             data = b""
         if not data:
             raise ConnectionClosed(CloseReason.ABNORMAL_CLOSURE, None)
+        return data
+
+    def close(self):
+        self.watcher.stop()
+        self.watcher.close()
+
+
+class EventStreamClient(Watched):
+    """A Server-Sent Events client: it sends nothing after its request but its close."""
+
+    name = "sse"
+    resends_state = False
+
+    def __init__(self, frames, woken, max_size):
+        super().__init__(frames, woken)
+
+    @staticmethod
+    def frame_of(event):
+        return event.sse
+
+    def read(self):
+        if self.readable:
+            self.receive()  # dropped
+            self.watcher.start(self.arrived)
+
+    def beat(self):
+        return KEEP_ALIVE_COMMENT
+
+    def goodbye(self):
+        return b""
+
+
+class WebSocketClient(Watched):
+    """A WebSocket client, and what to answer it (wsproto's own frame parser, with no
+    handshake state kept: no extension is negotiated, see api/stream.py)."""
+
+    name = "websocket"
+    resends_state = True  # one that fell behind is sent the latest state
+
+    def __init__(self, frames, woken, max_size):
+        super().__init__(frames, woken)
+        self.max_size = max_size
+        self.connection = Connection(ConnectionType.SERVER)
+        self.message_size = 0
+        self.closing = None  # (code, reason) once either side closed
+        self.pong_received = True
+
+    @staticmethod
+    def frame_of(event):
+        return event.websocket
+
+    def read(self):
+        """Take what the client sent, if anything, and answer it; raise ConnectionClosed once
+        it has gone, or closed."""
+        if not self.readable:
+            return
+        data = self.receive()
         try:
             self.connection.receive_data(data)
             reply = b"".join(self.answer(event) for event in self.connection.events())
@@ -224,15 +274,17 @@ class ClientReader:
         self.closing = code, message
         return self.connection.send(CloseConnection(code, message))
 
-    def ping(self):
+    def goodbye(self):
+        return self.close_frame(GOING_AWAY, GOING_AWAY_MESSAGE)
+
+    def beat(self):
         """At the hub's ping beat: a ping, or the close of a client that did not answer the
-        last one (raised once it is sent: see `step`)."""
+        last one (raised once it is sent)."""
         if not self.pong_received:
             self.frames.send(self.close_frame(CloseReason.POLICY_VIOLATION, "Ping/Pong timeout"))
             raise ConnectionClosed(CloseReason.POLICY_VIOLATION, "Ping/Pong timeout")
         self.pong_received = False
         return self.connection.send(Ping())
 
-    def close(self):
-        self.watcher.stop()
-        self.watcher.close()
+
+CLIENTS = {client.name: client for client in (WebSocketClient, EventStreamClient)}
