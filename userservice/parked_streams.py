@@ -1,28 +1,26 @@
 """`/user/stream` connections under gevent, held without a greenlet while they idle.
 
 Once a WebSocket's handshake is done, or a Server-Sent Events response's head and backlog are
-ready, the connection is handed over here (`ParkedStreams.park`) and the request returns, so
-that gunicorn's greenlet for it ends, and with it its saved stack, the Flask request context
-and the request's objects. What an idle subscriber keeps is a duplicate of its socket
-(gunicorn closes its own), its subscription, a watcher on gevent's loop and, for a
-WebSocket, a frame parser.
+ready, the connection is handed over here (`ParkedStreams.park`) and the request returns:
+gunicorn's greenlet for it ends, with its saved stack, the Flask request context and the
+request's objects. An idle subscriber keeps a duplicate of its socket (gunicorn closes its
+own), its subscription, a watcher on gevent's loop and, for a WebSocket, a frame parser.
 
-- A change goes to the socket from the publisher itself when the kernel takes it at once
-  (stream_sockets.Frames.send_now, the subscription's `direct`): no greenlet runs.
-- Anything else (a change that did not fit, a beat, bytes from the client, falling behind,
-  the hub closing, the client found gone) wakes the subscriber: its `Wakeup` starts a
-  short-lived greenlet that does everything pending, in order, and ends. At most one runs
-  per subscriber at a time, so frames are never interleaved.
-- The client is read when the watcher says it sent something. A WebSocket is answered as
-  simple-websocket's reader thread would (`WebSocketClient`): a ping with a pong, a close with a
-  close, a message over `max_size` with close code 1009, a ping beat without a pong since the
-  last with 1008. A Server-Sent Events client sends nothing more (`EventStreamClient`): what it sends is
-  dropped, and its close ends the stream at once.
+- The publisher sends a change itself when the kernel takes it at once (Frames.send_now).
+- Anything else (a change that did not fit, a beat, the client's bytes, falling behind, the
+  hub closing, the client found gone) wakes the subscriber: its `Wakeup` starts a greenlet
+  that does everything pending, in order, and ends; never two at once for one subscriber.
+- A WebSocket client is answered as simple-websocket's reader thread would: a ping with a
+  pong, a close with a close, a message over `max_size` with 1009, a ping beat without a
+  pong since the last with 1008. What a Server-Sent Events client sends is dropped, and
+  its close ends the stream at once.
 
 At shutdown the hub ends every subscription; the worker waits for the parked ones to say
-goodbye and close (`join`, from server.worker_exit), as gunicorn waits for the handlers it knows.
+goodbye and close (`join`, from server.worker_exit), as gunicorn waits for its handlers.
 """
 import functools
+import logging
+import os
 import threading
 
 from simple_websocket import ConnectionClosed
@@ -35,6 +33,8 @@ from . import peers
 from .event_stream import KEEP_ALIVE_COMMENT
 from .hub import CLOSED, GONE, KEEP_ALIVE, websocket_frame
 from .stream_sockets import GOING_AWAY, GOING_AWAY_MESSAGE, RECEIVE_BYTES, Frames
+
+log = logging.getLogger(__name__)
 
 
 
@@ -112,6 +112,9 @@ class ParkedStream:
                 pass
         except (ConnectionClosed, OSError, LocalProtocolError):  # gone, or closed
             self.end()
+        except Exception:  # a fault of ours: said in the log, and the slot is let go
+            log.exception("a parked %s stream failed", self.side.name)
+            self.end()
         finally:
             self.wakeup.running = self.ended  # an ended subscriber is never run again
 
@@ -178,10 +181,13 @@ class Watched:
         self.woken.set()
 
     def receive(self):
-        """What the client sent; raises ConnectionClosed once it has gone."""
+        """What the client sent, None if nothing after all (a read never waits: the socket is
+        non-blocking); raises ConnectionClosed once it has gone."""
         self.readable = False
         try:
-            data = self.frames.sock.recv(RECEIVE_BYTES)
+            data = os.read(self.frames.sock.fileno(), RECEIVE_BYTES)
+        except BlockingIOError:
+            return None
         except OSError:
             data = b""
         if not data:
@@ -243,6 +249,9 @@ class WebSocketClient(Watched):
         if not self.readable:
             return
         data = self.receive()
+        if data is None:
+            self.watcher.start(self.arrived)
+            return
         try:
             self.connection.receive_data(data)
             reply = b"".join(self.answer(event) for event in self.connection.events())
