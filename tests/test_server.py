@@ -3,8 +3,11 @@ same way (bind, worker class, hooks), refuse a busy port or an unreachable datab
 line and a non-zero exit, and stop at once with streams open."""
 import gc
 import http.client
+import itertools
+import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -93,6 +96,36 @@ class PlainGunicorn(RunningServer):
 
     def command(self, args):
         return GUNICORN
+
+
+def pipelined_selects(port, connection, count):
+    """`count` sign-ins sent at once on one connection, each with a request id naming it."""
+    requests = []
+    for number in range(count):
+        body = json.dumps({"user_id": "auth0|c%d" % connection})
+        requests.append("POST /user/select HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+                        "Content-Length: %d\r\nX-Request-ID: c%d-%d\r\n\r\n%s"
+                        % (port, len(body), connection, number, body))
+    return "".join(requests).encode()
+
+
+def test_server_keep_alive_connection_gives_the_others_a_turn_between_writes(serve, sqlite_url):
+    """Four connections each send ten writes at once (pipelined, so each next request is
+    already there): the worker answers them taking turns, not one connection's ten in a row."""
+    server = serve(sqlite_url, workers=1, extra_env={"USERSERVICE_ACCESS_LOG": "true"})
+    connections = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(4)]
+    try:
+        for number, connection in enumerate(connections):
+            connection.sendall(pipelined_selects(server.port, number, 10))
+        deadline = time.monotonic() + 30
+        while len(answered := re.findall(r"POST /user/select 200 .* id=c(\d)-", server.output())) < 40:
+            assert time.monotonic() < deadline, "not every write was answered"
+            time.sleep(0.05)
+    finally:
+        for connection in connections:
+            connection.close()
+    longest_run = max(len(list(run)) for _connection, run in itertools.groupby(answered))
+    assert longest_run <= 3, "one connection had %d writes answered in a row: %s" % (longest_run, answered)
 
 
 class RetiringGunicorn(PlainGunicorn):

@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 
 from flask import Flask
 from gunicorn import glogging
@@ -21,6 +22,7 @@ from gunicorn import glogging
 from . import extension, feed_relay, logs, storage
 from .metrics import Unmeasured
 from .config import ConfigError, configure
+from .greenlets import patched
 from .migrate import migrate
 from .version import VERSION
 
@@ -29,6 +31,7 @@ WORKER_CLASSES = ("gevent", "gthread")
 SPARE_CONNECTIONS = 1000  # gevent: connections beyond the streams, for ordinary requests
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 FEED_RELAY = "USERSERVICE_FEED_RELAY"
+TURN_SECONDS = 0.001  # under gevent, how long a connection may keep its worker to itself
 PARKED_GOODBYE_SECONDS = 5  # how long a leaving worker waits for its parked streams to close
 log = logging.getLogger("userservice")
 
@@ -69,6 +72,7 @@ def gunicorn_settings(config, worker_class="gevent", threads=32):
         "on_starting": on_starting,
         "when_ready": when_ready,
         "post_worker_init": post_worker_init,
+        "post_request": post_request,
         "worker_exit": worker_exit,
         "child_exit": child_exit,
         "on_exit": on_exit,
@@ -178,6 +182,7 @@ def post_worker_init(worker):
     instead of pausing the worker (and its every connection) over all of them."""
     gc.collect()
     gc.freeze()
+    worker.turn_started = time.monotonic()  # see post_request
     previous = signal.getsignal(signal.SIGTERM)
     worker.log.info("Worker ready (pid: %s)", worker.pid)
 
@@ -188,6 +193,19 @@ def post_worker_init(worker):
             previous(signum, frame)
 
     signal.signal(signal.SIGTERM, on_term)
+
+
+def post_request(worker, req, environ, resp):
+    """Under gevent a keep-alive connection whose next request is already there (a busy
+    client, or pipelining) is served again at once: its reads and writes never wait, so it
+    never lets the worker's other connections in, for hundreds of milliseconds under a
+    stream of writes. So a connection that has had the worker for TURN_SECONDS gives up its
+    turn after its request."""
+    if patched("socket") and time.monotonic() - worker.turn_started >= TURN_SECONDS:
+        import gevent
+
+        gevent.sleep(0)
+        worker.turn_started = time.monotonic()
 
 
 def worker_exit(arbiter, worker):
