@@ -182,7 +182,7 @@ def post_worker_init(worker):
     instead of pausing the worker (and its every connection) over all of them."""
     gc.collect()
     gc.freeze()
-    worker.turn_started = time.monotonic()  # see post_request
+    worker.takes_turns, worker.turn_started = patched("socket"), time.monotonic()  # see post_request
     previous = signal.getsignal(signal.SIGTERM)
     worker.log.info("Worker ready (pid: %s)", worker.pid)
 
@@ -201,7 +201,7 @@ def post_request(worker, req, environ, resp):
     never lets the worker's other connections in, for hundreds of milliseconds under a
     stream of writes. So a connection that has had the worker for TURN_SECONDS gives up its
     turn after its request."""
-    if patched("socket") and time.monotonic() - worker.turn_started >= TURN_SECONDS:
+    if worker.takes_turns and time.monotonic() - worker.turn_started >= TURN_SECONDS:
         import gevent
 
         gevent.sleep(0)
