@@ -6,10 +6,10 @@ import re
 
 import pytest
 import requests
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
-from userservice import create_app
+from userservice import create_app, fast_reads
 from userservice.fast_reads import FastReads
 
 from conftest import discard
@@ -122,6 +122,49 @@ def test_fast_reads_answers_as_flask_for_any_request(apps, known_user, path, met
                           protocol, content_length)
     fast, flask = both_paths(app, environ)
     assert fast == flask
+
+
+@pytest.mark.parametrize("setting", ["localhost, api.example", ["localhost", "api.example"]])
+def test_fast_reads_host_verdicts_follow_the_setting(apps, known_user, setting):
+    """A Host's remembered verdict is judged again once ALLOWED_HOSTS changes, whether the
+    setting is replaced or a list of it is changed in place."""
+    app = apps[None]
+    setting = list(setting) if isinstance(setting, list) else setting  # the parameter is shared
+    app.config["ALLOWED_HOSTS"] = setting
+    environ = environ_for("/users/" + known_user, host="api.example")
+    assert both_paths(app, environ)[0][0] == "200 OK"
+    if isinstance(setting, list):
+        setting.remove("api.example")
+    else:
+        app.config["ALLOWED_HOSTS"] = "localhost"
+    fast, flask = both_paths(app, environ)
+    assert fast == flask and fast[0] == "403 FORBIDDEN"
+    assert both_paths(app, environ_for("/users/" + known_user))[0][0] == "200 OK"
+
+
+@pytest.mark.parametrize("host", ["localhost", "evil.example", "localhost:x"])
+def test_fast_reads_defer_to_flasks_trusted_hosts(apps, known_user, host):
+    """Flask's own TRUSTED_HOSTS, when set, refuses what it does not list: as Flask answers."""
+    app = apps[None]
+    app.config["TRUSTED_HOSTS"] = ["127.0.0.1"]
+    run(app.wsgi_app.flask, environ_for("/users/" + known_user, host="127.0.0.1"))  # cached now
+    fast, flask = both_paths(app, environ_for("/users/" + known_user, host=host))
+    assert fast == flask and fast[0] == "400 BAD REQUEST"
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=20)
+@given(ports=st.lists(st.integers(1, 65535), min_size=1, max_size=300, unique=True))
+@example(ports=list(range(1, 3 * fast_reads.HOSTS_REMEMBERED)))
+def test_fast_reads_remember_a_bounded_number_of_hosts(apps, known_user, ports):
+    """Any number of Host values sent (a port each) keeps at most HOSTS_REMEMBERED verdicts,
+    and every one of them is still answered as Flask answers it."""
+    app = apps[None]
+    for port in ports[:5]:
+        fast, flask = both_paths(app, environ_for("/users/" + known_user, host="localhost:%d" % port))
+        assert fast == flask and fast[0] == "200 OK"
+    for port in ports[5:]:
+        app.wsgi_app.host_allowed(environ_for(host="localhost:%d" % port))
+    assert len(app.wsgi_app.host_verdicts[1]) <= fast_reads.HOSTS_REMEMBERED
 
 
 def test_fast_reads_never_stale_after_a_write(apps, known_user, other_process):

@@ -2,6 +2,8 @@
 response and its problem body carry; the access log and the JSON log name it and hold no
 secret, on a real server."""
 import json
+import os
+import re
 
 import pytest
 import requests
@@ -21,6 +23,22 @@ def test_request_id_is_the_clients_when_sane(client, sent, kept):
 def test_request_id_is_made_when_none_is_sent_and_differs_per_request(client):
     first, second = (client.get("/user").headers["X-Request-ID"] for _ in range(2))
     assert first and second and first != second
+
+
+def test_request_id_differs_between_forked_workers(client):
+    """gunicorn forks its workers from one master: each must make ids of its own."""
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the worker: its first id, then gone without running the parent's cleanup
+        os.write(writer, client.get("/user").headers["X-Request-ID"].encode())
+        os._exit(0)
+    os.close(writer)
+    os.waitpid(child, 0)
+    with os.fdopen(reader) as pipe:
+        childs = pipe.read()
+    parents = client.get("/user").headers["X-Request-ID"]
+    assert re.fullmatch("[0-9a-f]{32}", childs) and re.fullmatch("[0-9a-f]{32}", parents)
+    assert childs != parents
 
 
 def test_problem_body_names_the_request_id(client):

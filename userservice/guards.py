@@ -31,7 +31,12 @@ PREFLIGHT_MAX_AGE = "600"
 
 def setting(name, config=None):
     """A list setting, given as a list or as one comma-separated string (environment)."""
-    value = (current_app.config if config is None else config)[name] or ()
+    return listed((current_app.config if config is None else config)[name])
+
+
+def listed(value):
+    """The set of names a list setting's value gives, lowercased."""
+    value = value or ()
     if isinstance(value, str):
         value = value.split(",")
     return {item.strip().lower() for item in value if item.strip()}
