@@ -2,5 +2,6 @@
 `userservice serve` uses (userservice/server.py), from USERSERVICE_* variables. Flags given to
 gunicorn on its command line still win."""
 from userservice import server
+from userservice.config import checked_config  # not `config`: gunicorn reads that name as its own
 
-globals().update(server.gunicorn_settings(server.checked_config()))
+globals().update(server.gunicorn_settings(checked_config()))

@@ -32,7 +32,7 @@ import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from userservice import server  # noqa: E402  (this checkout's, whatever the working directory)
+from userservice import config, server  # noqa: E402  (this checkout's, whatever the working directory)
 
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 QUIET = ["--log-level", "warning"]
@@ -41,7 +41,7 @@ QUIET = ["--log-level", "warning"]
 def reference_command(config_file):
     """gunicorn for a reference app, with the settings gunicorn.conf.py gives userservice,
     but not its hooks (`config_file`: an empty one, instead of the working directory's)."""
-    settings = server.gunicorn_settings(server.checked_config())
+    settings = server.gunicorn_settings(config.checked_config())
     return [sys.executable, "-m", "gunicorn", "-c", config_file, "-k", settings["worker_class"], "-w", str(settings["workers"]),
             "--worker-connections", str(settings["worker_connections"]), "--keep-alive",
             str(settings["keepalive"]), "--timeout", str(settings["timeout"]), "--no-control-socket"] + QUIET

@@ -20,7 +20,7 @@ from gunicorn import glogging
 
 from conftest import RunningServer, free_port
 from test_stream_server import raw_websocket, read_frame
-from userservice import server
+from userservice import config, server
 from userservice.server import port_problem
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -191,7 +191,7 @@ def test_server_post_worker_init_freezes_what_the_worker_built(app):
 
 def test_server_gunicorn_leaves_the_access_log_to_the_app():
     """gunicorn's logger, as configured, does no work for an access line (the app writes its own)."""
-    logger_class = server.gunicorn_settings(server.checked_config())["logger_class"]
+    logger_class = server.gunicorn_settings(config.checked_config())["logger_class"]
     assert issubclass(logger_class, glogging.Logger)
     logger = logger_class.__new__(logger_class)  # nothing set up: an access line must need nothing
     assert logger.access(None, None, {}, None) is None

@@ -8,6 +8,9 @@ import importlib
 import logging
 import os
 import re
+import sys
+
+from flask import Flask
 
 PREFIX = "USERSERVICE_"
 LOG = logging.getLogger(__name__)
@@ -174,6 +177,21 @@ def configure(app, test_config=None):
     if app.config["DATABASE_DIRECT_URL"] is None:
         app.config["DATABASE_DIRECT_URL"] = app.config["DATABASE_URL"]
     return app.config
+
+
+def checked_config(overrides=None):
+    """The settings from the environment (and `overrides`) for a server process, checked; a
+    bad one ends the process (exit 2)."""
+    try:
+        return configure(Flask("userservice"), overrides)
+    except ConfigError as error:
+        fail(error, status=2)
+
+
+def fail(message, status=1):
+    """End the process with one line for the operator, no traceback."""
+    print("userservice: %s" % message, file=sys.stderr, flush=True)
+    sys.exit(status)
 
 
 def check(config, given_by_caller=()):

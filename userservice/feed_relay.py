@@ -26,7 +26,9 @@ import tempfile
 import threading
 import time
 
+from .config import checked_config
 from .listener import RECONNECT_BACKOFF_SECONDS, connect_listening, listener_params
+from .log_format import logging_config
 
 try:
     import psycopg
@@ -246,11 +248,8 @@ class RelayClient:
 def main(argv):
     """The relay process (RELAY_COMMAND SOCKET), started by the gunicorn master; the database
     comes from the same settings as the workers' (DATABASE_DIRECT_URL)."""
-    from . import logs
-    from .server import checked_config
-
     config = checked_config()
-    logging.config.dictConfig(logs.logging_config(config["LOG_FORMAT"]))
+    logging.config.dictConfig(logging_config(config["LOG_FORMAT"]))
     relay = Relay(argv[1], listener_params(config["DATABASE_DIRECT_URL"]), sys.stdin)
     try:
         relay.run()

@@ -1,6 +1,6 @@
-"""What the service says about itself: an id for every request (sent back as X-Request-ID and
-named in problem bodies), the access log (one line per request, secrets blanked), and the
-log format, text or one JSON object per line, for every logger of the process."""
+"""What the service says about each request: an id (sent back as X-Request-ID and named in
+problem bodies) and the access log (one line per request, secrets blanked), in the format of
+log_format.py."""
 import logging
 import random
 import re
@@ -10,12 +10,11 @@ from urllib.parse import parse_qsl, urlencode
 from flask import current_app, g, request
 
 from .guards import API_KEY_PARAMETER, serves
+from .log_format import make_formatter
 
 REQUEST_ID_HEADER = "X-Request-ID"
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 REDACTED = "[redacted]"
-TEXT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
-JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"
 access_log = logging.getLogger("userservice.access")
 
 
@@ -76,39 +75,6 @@ def path_without_secrets():
     pairs = [(name, REDACTED if name == API_KEY_PARAMETER else value)
              for name, value in parse_qsl(request.query_string.decode("latin-1"), keep_blank_values=True)]
     return "%s?%s" % (request.path, urlencode(pairs, safe="[]"))
-
-
-JSON_RENAMED = {"asctime": "time", "levelname": "level", "name": "logger"}
-
-
-def formatter_config(log_format):
-    if log_format == "json":
-        return {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": JSON_FIELDS, "rename_fields": JSON_RENAMED}
-    return {"format": TEXT_FORMAT}
-
-
-def make_formatter(log_format):
-    if log_format == "json":
-        from pythonjsonlogger.json import JsonFormatter
-
-        return JsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMED)
-    return logging.Formatter(TEXT_FORMAT)
-
-
-def logging_config(log_format):
-    """A logging.config.dictConfig for the whole process (gunicorn's `logconfig_dict`)."""
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"userservice": formatter_config(log_format)},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "userservice",
-                                "stream": "ext://sys.stderr"}},
-        "root": {"level": "INFO", "handlers": ["stderr"]},
-        "loggers": {
-            "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
-            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": False},
-        },
-    }
 
 
 def init_app(app):

@@ -12,17 +12,16 @@ import os
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 import time
 
-from flask import Flask
 from gunicorn import glogging
 
-from . import extension, feed_relay, logs, storage
+from . import extension, feed_relay, storage
 from .metrics import Unmeasured
-from .config import ConfigError, configure
+from .config import checked_config, fail
 from .greenlets import patched
+from .log_format import logging_config
 from .migrate import migrate
 from .version import VERSION
 
@@ -34,20 +33,6 @@ FEED_RELAY = "USERSERVICE_FEED_RELAY"
 TURN_SECONDS = 0.001  # under gevent, how long a connection may keep its worker to itself
 PARKED_GOODBYE_SECONDS = 5  # how long a leaving worker waits for its parked streams to close
 log = logging.getLogger("userservice")
-
-
-def fail(message, status=1):
-    """End the process with one line for the operator, no traceback."""
-    print("userservice: %s" % message, file=sys.stderr, flush=True)
-    sys.exit(status)
-
-
-def checked_config(overrides=None):
-    """The settings from the environment (and `overrides`), checked; exit 2 if one is bad."""
-    try:
-        return configure(Flask("userservice"), overrides)
-    except ConfigError as error:
-        fail(error, status=2)
 
 
 def gunicorn_settings(config, worker_class="gevent", threads=32):
@@ -68,7 +53,7 @@ def gunicorn_settings(config, worker_class="gevent", threads=32):
         # gunicorn takes SCRIPT_NAME and PATH_INFO headers from clients on 127.0.0.1 (its
         # forwarded_allow_ips) as set by a proxy; a SCRIPT_NAME the path lacks is its 500.
         "forwarder_headers": "",
-        "logconfig_dict": logs.logging_config(config["LOG_FORMAT"]),
+        "logconfig_dict": logging_config(config["LOG_FORMAT"]),
         "on_starting": on_starting,
         "when_ready": when_ready,
         "post_worker_init": post_worker_init,

@@ -5,6 +5,7 @@ import click
 from gunicorn.app.base import BaseApplication
 
 from .. import server
+from ..config import checked_config
 from ..server import WORKER_CLASSES
 
 
@@ -43,7 +44,7 @@ def serve(host, port, workers, worker_class, threads, access_log, log_format):
         os.environ["USERSERVICE_ACCESS_LOG"] = "true" if access_log else "false"
     if log_format is not None:
         os.environ["USERSERVICE_LOG_FORMAT"] = log_format
-    config = server.checked_config()
+    config = checked_config()
     bind = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
     server.check_port_free(bind)  # before gunicorn says anything: one line, then exit
     server.prepare_database(config["DATABASE_DIRECT_URL"])
@@ -59,7 +60,7 @@ def migrate():
     from ..metrics import Unmeasured
     from ..migrate import migrate as apply_migrations
 
-    config = server.checked_config({"MIGRATE_ON_START": False})
+    config = checked_config({"MIGRATE_ON_START": False})
     database = storage.Storage(config["DATABASE_DIRECT_URL"], max_connections=1, metrics=Unmeasured())
     try:
         applied = apply_migrations(database)
