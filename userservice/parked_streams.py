@@ -37,12 +37,13 @@ from .stream_sockets import GOING_AWAY, GOING_AWAY_MESSAGE, RECEIVE_BYTES, Frame
 log = logging.getLogger(__name__)
 
 
-
 class ParkedStreams:
     """One app's parked subscribers."""
 
     def __init__(self, hub, metrics, max_message):
-        self.hub, self.metrics, self.max_message = hub, metrics, max_message
+        self.hub, self.metrics = hub, metrics
+        self.sides = {"websocket": functools.partial(WebSocketClient, max_size=max_message),
+                      "sse": EventStreamClient}
         self.open = set()
         self.emptied = threading.Event()
         self.emptied.set()
@@ -51,7 +52,7 @@ class ParkedStreams:
         """Take over a connection (gunicorn's socket) and its subscription. `kind` is
         "websocket" or "sse"; `first` what it is sent before any change."""
         sock = sock.dup()
-        parked = ParkedStream(sock, subscription, self, CLIENTS[kind], first)
+        parked = ParkedStream(sock, subscription, self, self.sides[kind], first)
         self.open.add(parked)
         self.emptied.clear()
         parked.wakeup.set()
@@ -97,7 +98,7 @@ class ParkedStream:
         self.park = park
         self.frames = Frames(sock)
         self.wakeup = Wakeup(self.run)
-        self.side = side(self.frames, self.wakeup, park.max_message)
+        self.side = side(self.frames, self.wakeup)
         self.subscription = subscription
         self.first = first
         subscription.arrived = self.wakeup
@@ -205,9 +206,6 @@ class EventStreamClient(Watched):
     name = "sse"
     resends_state = False
 
-    def __init__(self, frames, woken, max_size):
-        super().__init__(frames, woken)
-
     @staticmethod
     def frame_of(event):
         return event.sse
@@ -294,6 +292,3 @@ class WebSocketClient(Watched):
             raise ConnectionClosed(CloseReason.POLICY_VIOLATION, "Ping/Pong timeout")
         self.pong_received = False
         return self.connection.send(Ping())
-
-
-CLIENTS = {client.name: client for client in (WebSocketClient, EventStreamClient)}

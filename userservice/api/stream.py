@@ -86,7 +86,8 @@ def websocket_stream(ws):
 def park_websocket(service, ws, subscription):
     ws.connected = False  # flask-sock closes `ws` after the handler: not this connection now
     try:
-        service.parked.park(ws.sock.sock, subscription, "websocket", websocket_frame(subscription.state))
+        sock = ws.sock.sock  # ws.sock is the Frames admit() put in the environ
+        service.parked.park(sock, subscription, "websocket", websocket_frame(subscription.state))
     except OSError:  # no file descriptor left to keep it: it ends with this request
         service.hub.unsubscribe(subscription)
         service.metrics.stream_closed("websocket")
