@@ -6,8 +6,8 @@ request the read cache answers from memory. Here the same guard functions Flask'
 applied, and the answer is the cache's encoded body for the present commit marker (never
 stale after an acknowledged write, see read_cache.py). Anything else goes to Flask: another
 method or path, a query string, an Origin header (CORS answers), a body, a refusal, the
-access log, an id or a document not cached yet (Flask then reads it, and says 404 when
-there is none), an error reaching the database.
+access log, Flask's own TRUSTED_HOSTS, an id or a document not cached yet (Flask then reads
+it, and says 404 when there is none), an error reaching the database.
 
 The Host check's verdict is remembered per Host value sent (a deployment sees a few): Werkzeug's
 `get_host` and the setting's parsing cost more than the rest of this path. Each new value, and
@@ -39,7 +39,7 @@ class FastReads:
         self.service = app.extensions[extension.EXTENSION]
         routes = {rule.endpoint: rule.rule for rule in app.url_map.iter_rules()}
         self.current_route, self.user_route = routes["user.snapshot"], routes["users.specific_user"]
-        self.host_verdicts = (None, {})  # (the ALLOWED_HOSTS they were judged under, {Host: allowed})
+        self.host_verdicts = (None, {})  # (ALLOWED_HOSTS as judged under, {(Host, scheme): allowed})
 
     def __call__(self, environ, start_response):
         answered = self.answer(environ, start_response)
@@ -81,7 +81,8 @@ class FastReads:
         setting = self.config["ALLOWED_HOSTS"]
         judged_under, verdicts = self.host_verdicts
         if setting != judged_under:
-            judged_under, verdicts = self.host_verdicts = (copy.copy(setting), {})
+            verdicts = {}
+            self.host_verdicts = (copy.copy(setting), verdicts)
         sent = environ.get("HTTP_HOST"), environ["wsgi.url_scheme"]  # what get_host reads then
         allowed = verdicts.get(sent)
         if allowed is None:

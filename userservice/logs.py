@@ -28,9 +28,8 @@ def start_request():
 
 def request_id(sent):
     """The id a request is answered under: the client's own `sent`, when it is sane, else 128
-    random bits. Not from the system's randomness (a hot read's most costly part then): an id
-    correlates, it guards nothing, and a client may choose its own. `random` is seeded anew
-    in every forked worker."""
+    random bits. Not the kernel's (a system call per request): an id correlates, it guards
+    nothing, and a client may choose its own. `random` is seeded anew in every forked worker."""
     return sent if SANE_REQUEST_ID.fullmatch(sent) else "%032x" % random.getrandbits(128)
 
 
